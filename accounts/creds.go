@@ -1,0 +1,230 @@
+package accounts
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// roleTagKey is the JWT tag key that records a credential's role, so a
+// client can tell its own role from its creds file.
+const roleTagKey = "role"
+
+// Request describes a credential to issue.
+type Request struct {
+	Name string
+	Role Role
+	// Tags are the pools the credential serves (agents), reads (observers)
+	// or may submit to (users). Admins need none.
+	Tags []string
+	// Expires is the credential's lifetime; zero means it never expires.
+	Expires time.Duration
+}
+
+// Validate checks a request before anything is signed.
+func (r Request) Validate() error {
+	if err := subjects.ValidName(r.Name); err != nil {
+		return err
+	}
+	if _, err := ParseRole(string(r.Role)); err != nil {
+		return err
+	}
+	if (r.Name == subjects.CoordinatorName) != (r.Role == RoleCoordinator) {
+		return fmt.Errorf("name %q is reserved for the coordinator", subjects.CoordinatorName)
+	}
+	for _, t := range r.Tags {
+		if err := subjects.ValidTag(t); err != nil {
+			return err
+		}
+	}
+	if len(r.Tags) == 0 && (r.Role == RoleAgent || r.Role == RoleObserver || r.Role == RoleUser) {
+		return fmt.Errorf("a %s credential needs at least one tag (--tag)", r.Role)
+	}
+	if r.Expires < 0 {
+		return fmt.Errorf("expiry %s is negative", r.Expires)
+	}
+	return nil
+}
+
+// Credential is an issued credential. Creds holds the only copy of its
+// seed; the caller hands it over and keeps only the rest.
+type Credential struct {
+	Name      string     `json:"name"`
+	Role      Role       `json:"role"`
+	Tags      []string   `json:"tags,omitempty"`
+	PublicKey string     `json:"public_key"`
+	JWT       string     `json:"jwt"`
+	IssuedAt  time.Time  `json:"issued_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Creds     []byte     `json:"-"`
+}
+
+// Issue signs a new credential with a fresh key pair, using the role's
+// scoped signing key: the user JWT carries only its name and tags.
+func (a *Authority) Issue(req Request) (Credential, error) {
+	if err := req.Validate(); err != nil {
+		return Credential{}, fmt.Errorf("issue credential: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return Credential{}, fmt.Errorf("issue credential: %w", err)
+	}
+	userPub := pub(kp)
+	uc := jwt.NewUserClaims(userPub)
+	uc.Name = req.Name
+	uc.IssuerAccount = pub(a.work)
+	uc.SetScoped(true)
+	uc.Tags.Add(roleTagKey + ":" + string(req.Role))
+	tags := slices.Clone(req.Tags)
+	slices.Sort(tags)
+	tags = slices.Compact(tags)
+	for _, t := range tags {
+		uc.Tags.Add(TagKey + ":" + t)
+	}
+	now := time.Now()
+	if req.Expires > 0 {
+		uc.Expires = now.Add(req.Expires).Unix()
+	}
+	tok, err := uc.Encode(a.roles[req.Role])
+	if err != nil {
+		return Credential{}, fmt.Errorf("sign credential %s: %w", req.Name, err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return Credential{}, fmt.Errorf("issue credential: %w", err)
+	}
+	creds, err := jwt.FormatUserConfig(tok, seed)
+	if err != nil {
+		return Credential{}, fmt.Errorf("format creds: %w", err)
+	}
+	c := Credential{Name: req.Name, Role: req.Role, Tags: tags, PublicKey: userPub, JWT: tok,
+		IssuedAt: time.Unix(uc.IssuedAt, 0).UTC(), Creds: creds}
+	if uc.Expires > 0 {
+		e := time.Unix(uc.Expires, 0).UTC()
+		c.ExpiresAt = &e
+	}
+	return c, nil
+}
+
+// SysCreds returns a fresh credential of the system account, with which the
+// coordinator pushes account updates to the servers. It is root: whoever
+// holds it can overwrite any account, so it never leaves the data directory.
+func (a *Authority) SysCreds() ([]byte, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	uc := jwt.NewUserClaims(pub(kp))
+	uc.Name = "sys"
+	tok, err := uc.Encode(a.sys)
+	if err != nil {
+		return nil, fmt.Errorf("sign sys credential: %w", err)
+	}
+	seed, _ := kp.Seed()
+	return jwt.FormatUserConfig(tok, seed)
+}
+
+// SaveCreds writes a creds file into the data directory with mode 0600,
+// and returns its path.
+func (a *Authority) SaveCreds(name string, creds []byte) (string, error) {
+	p := a.CredsPath(name)
+	if err := writePrivate(p, creds); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// Identity is what a creds file says about its holder.
+type Identity struct {
+	Name      string
+	Role      Role
+	Tags      []string
+	PublicKey string
+	ExpiresAt time.Time // zero when it never expires
+	JWT       string
+}
+
+// ReadCreds loads a creds file and reads the identity in its JWT. Its errors
+// say what to do about a missing, unreadable or malformed file.
+func ReadCreds(path string) (Identity, []byte, error) {
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Identity{}, nil, fmt.Errorf("creds file %s does not exist: pass --creds FILE or set OUTPOST_CREDS", path)
+	case err != nil:
+		return Identity{}, nil, fmt.Errorf("read creds file: %w", err)
+	}
+	id, err := ParseCreds(data)
+	if err != nil {
+		return Identity{}, nil, fmt.Errorf("creds file %s: %w", path, err)
+	}
+	return id, data, nil
+}
+
+// ParseCreds reads the identity in a creds file's contents. It checks the
+// shape and the seed, not the signature chain: the server does that.
+func ParseCreds(data []byte) (Identity, error) {
+	tok, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return Identity{}, fmt.Errorf("not a NATS creds file: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return Identity{}, fmt.Errorf("not a NATS creds file: user JWT: %w", err)
+	}
+	kp, err := jwt.ParseDecoratedUserNKey(data)
+	if err != nil {
+		return Identity{}, fmt.Errorf("not a NATS creds file: seed: %w", err)
+	}
+	if p, _ := kp.PublicKey(); p != uc.Subject {
+		return Identity{}, errors.New("the seed does not belong to the JWT in this creds file")
+	}
+	id := Identity{Name: uc.Name, PublicKey: uc.Subject, JWT: tok}
+	if uc.Expires > 0 {
+		id.ExpiresAt = time.Unix(uc.Expires, 0)
+	}
+	for _, t := range uc.Tags {
+		k, v, ok := strings.Cut(t, ":")
+		switch {
+		case !ok:
+		case k == roleTagKey:
+			id.Role = Role(v)
+		case k == TagKey:
+			id.Tags = append(id.Tags, v)
+		}
+	}
+	if err := subjects.ValidName(id.Name); err != nil {
+		return Identity{}, fmt.Errorf("credential name: %w", err)
+	}
+	return id, nil
+}
+
+// Exists reports whether the creds file of name is in the data directory.
+func (a *Authority) Exists(name string) bool {
+	_, err := os.Stat(filepath.Join(a.dir, credsDir, name+".creds"))
+	return err == nil
+}
+
+// EnsureCreds makes sure the data directory holds a creds file for req,
+// issuing one on first use, and returns its path. A later call returns the
+// same file.
+func (a *Authority) EnsureCreds(req Request) (string, error) {
+	if a.Exists(req.Name) {
+		return a.CredsPath(req.Name), nil
+	}
+	c, err := a.Issue(req)
+	if err != nil {
+		return "", err
+	}
+	return a.SaveCreds(req.Name, c.Creds)
+}

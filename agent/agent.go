@@ -1,0 +1,288 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// Config is what an agent needs.
+type Config struct {
+	// Conn is a connection made with the agent's creds.
+	Conn *client.Conn
+	// Concurrency is how many jobs run at once; zero means 1.
+	Concurrency int
+	// WorkDir holds each job's work directory; empty means a temporary one.
+	WorkDir string
+	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL
+	// when the stop request names no grace; zero means 10s.
+	StopGrace time.Duration
+	// Logger; nil means slog.Default.
+	Logger *slog.Logger
+}
+
+// Agent pulls and runs jobs. Create it with New and run it with Run.
+type Agent struct {
+	conn  *client.Conn
+	js    jetstream.JetStream
+	name  string
+	tags  []string
+	slots chan struct{}
+	work  string
+	grace time.Duration
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*process
+	stopped map[string]time.Time // stop requests for jobs not (yet) running here
+}
+
+// New checks the credential and prepares an agent.
+func New(cfg Config) (*Agent, error) {
+	id := cfg.Conn.Identity
+	if id.Role != accounts.RoleAgent {
+		return nil, fmt.Errorf("the credential %q is for role %q, not agent: issue one with 'outpost admin agent add NAME --tag TAG'", id.Name, id.Role)
+	}
+	if len(id.Tags) == 0 {
+		return nil, fmt.Errorf("the agent credential %q carries no tags", id.Name)
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = os.TempDir() + "/outpost-" + id.Name
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	return &Agent{
+		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
+		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace,
+		log:     cfg.Logger.With("agent", id.Name),
+		running: map[string]*process{}, stopped: map[string]time.Time{},
+	}, nil
+}
+
+// Tags are the pools this agent serves, as its credential says.
+func (a *Agent) Tags() []string { return slices.Clone(a.tags) }
+
+// Run pulls and runs jobs until ctx ends, then stops the jobs still running
+// (their attempts go back to the queue when the ack wait passes).
+func (a *Agent) Run(ctx context.Context) error {
+	var subs []*nats.Subscription
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	for _, tag := range a.tags {
+		s, err := a.conn.Subscribe(subjects.ControlFilter(tag), a.onControl)
+		if err != nil {
+			return fmt.Errorf("subscribe to stop requests of tag %s: %w", tag, err)
+		}
+		subs = append(subs, s)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(a.tags))
+	for _, tag := range a.tags {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.pull(ctx, tag); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); a.heartbeat(ctx) }()
+	a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots))
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	a.stopAll()
+	wg.Wait()
+	return err
+}
+
+// consumer finds the tag's shared consumer, waiting for the coordinator to
+// create it.
+func (a *Agent) consumer(ctx context.Context, tag string) (jetstream.Consumer, error) {
+	for {
+		c, err := a.js.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer(tag))
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if d := a.conn.Denied(); d != nil {
+			return nil, fmt.Errorf("tag %s: %w", tag, d)
+		}
+		a.log.Warn("waiting for the consumer of tag (is the coordinator running?)", "tag", tag, "err", err)
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// pull takes jobs of one tag whenever a slot is free. It waits for a free
+// slot before it asks, and takes the slot once a job arrives, so several
+// tags share the slots without one starving another; a job that arrives
+// when another tag took the last slot waits, kept alive by InProgress.
+func (a *Agent) pull(ctx context.Context, tag string) error {
+	cons, err := a.consumer(ctx, tag)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	ackWait := cons.CachedInfo().Config.AckWait
+	for ctx.Err() == nil {
+		select {
+		case a.slots <- struct{}{}:
+			<-a.slots
+		case <-ctx.Done():
+			return nil
+		}
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() == nil {
+				a.log.Warn("fetch failed", "tag", tag, "err", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		for m := range batch.Messages() {
+			if !a.takeSlot(ctx, m, ackWait) {
+				break
+			}
+			go func() {
+				defer func() { <-a.slots }()
+				a.execute(ctx, m, ackWait)
+			}()
+		}
+		cancel()
+	}
+	return nil
+}
+
+func (a *Agent) takeSlot(ctx context.Context, m jetstream.Msg, ackWait time.Duration) bool {
+	t := time.NewTicker(ackWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case a.slots <- struct{}{}:
+			return true
+		case <-t.C:
+			_ = m.InProgress()
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// onControl obeys a stop request, but only one from the coordinator: the
+// reply subject must lie in the coordinator's inbox and the subject must
+// have the exact shape, or it is a stream message redirected here.
+func (a *Agent) onControl(m *nats.Msg) {
+	tag, id, err := subjects.ParseControl(m.Subject)
+	if err != nil || !subjects.InInbox(m.Reply, subjects.CoordinatorName) || !slices.Contains(a.tags, tag) {
+		a.log.Warn("ignored control message", "subject", m.Subject, "reply", m.Reply)
+		return
+	}
+	var c subjects.ControlMsg
+	if err := json.Unmarshal(m.Data, &c); err != nil || c.Job != id || c.Action != subjects.ActionStop {
+		a.log.Warn("ignored malformed control message", "subject", m.Subject)
+		return
+	}
+	grace := time.Duration(c.Grace)
+	if grace <= 0 {
+		grace = a.grace
+	}
+	if c.Force {
+		grace = 0
+	}
+	a.mu.Lock()
+	p := a.running[id]
+	if p == nil {
+		a.stopped[id] = time.Now()
+	}
+	a.mu.Unlock()
+	if p != nil {
+		a.log.Info("stopping job", "job", id, "grace", grace)
+		p.stop(subjects.StateStopped, grace)
+	}
+}
+
+// wasStopped reports, and forgets, a stop request that came before the job.
+func (a *Agent) wasStopped(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, at := range a.stopped {
+		if time.Since(at) > 10*time.Minute {
+			delete(a.stopped, k)
+		}
+	}
+	_, ok := a.stopped[id]
+	delete(a.stopped, id)
+	return ok
+}
+
+func (a *Agent) stopAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.running {
+		p.kill()
+	}
+}
+
+// heartbeat announces the agent on each of its tags.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		a.mu.Lock()
+		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC()}
+		for id := range a.running {
+			hb.Running = append(hb.Running, id)
+		}
+		a.mu.Unlock()
+		b, _ := json.Marshal(hb)
+		for _, tag := range a.tags {
+			if err := a.conn.Publish(subjects.HeartbeatSubject(tag, a.name), b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				a.log.Debug("heartbeat", "err", err)
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// execute runs one delivered job to its end. The job message is acked only
+// after the terminal status is stored; until then InProgress keeps it ours,
+// so if this agent dies the job goes to another agent as the next attempt.
+func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Duration) {
+	meta, err := m.Metadata()
+	if err != nil {
+		a.log.Error("job message without metadata", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	attempt := int(meta.NumDelivered)
+	job, err := decodeJob(m)
+	if err != nil {
+		a.log.Error("dropped a malformed job", "subject", m.Subject(), "err", err)
+		_ = m.TermWithReason(err.Error())
+		return
+	}
+	log := a.log.With("job", job.ID, "attempt", attempt)
+
+	keep, cancelKeep := context.WithCancel(ctx)
+	defer cancelKeep()
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = m.InProgress()
+			case <-keep.Done():
+				return
+			}
+		}
+	}()
+
+	end := subjects.StatusEvent{Job: job.ID, Attempt: attempt, Agent: a.name}
+	switch {
+	case a.wasStopped(job.ID):
+		end.State, end.Error = subjects.StateStopped, "stopped before it started"
+	case attempt > job.MaxAttempts:
+		end.State = subjects.StateFailed
+		end.Error = fmt.Sprintf("gave up: the agents running it were lost %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)
+	default:
+		running := end
+		running.State, running.At = subjects.StateRunning, time.Now().UTC()
+		if err := a.publishStatus(ctx, job, running); err != nil {
+			log.Warn("could not report running; the job goes back to the queue", "err", err)
+			return
+		}
+		log.Info("job started", "command", job.Command)
+		res := a.run(ctx, job, attempt)
+		if ctx.Err() != nil {
+			// The agent is shutting down and killed the job: hand it to
+			// another agent now rather than after the ack wait.
+			log.Info("job interrupted by agent shutdown; requeued")
+			_ = m.Nak()
+			return
+		}
+		end.State, end.ExitCode, end.Error = res.state, res.exitCode, res.err
+	}
+	end.At = time.Now().UTC()
+	// The terminal status must be stored even while the agent shuts down.
+	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	if err := a.publishStatus(fin, job, end); err != nil {
+		log.Error("could not store the terminal status; the job will run again", "err", err)
+		return
+	}
+	if err := m.DoubleAck(fin); err != nil {
+		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
+	}
+	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+func decodeJob(m jetstream.Msg) (subjects.Job, error) {
+	tag, id, err := subjects.ParseJob(m.Subject())
+	if err != nil {
+		return subjects.Job{}, err
+	}
+	var job subjects.Job
+	if err := json.Unmarshal(m.Data(), &job); err != nil {
+		return subjects.Job{}, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	if job.ID != id || job.Tag != tag {
+		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject())
+	}
+	if err := job.Validate(); err != nil {
+		return subjects.Job{}, err
+	}
+	if err := subjects.ValidName(job.Owner); err != nil {
+		return subjects.Job{}, err
+	}
+	return job, nil
+}
+
+// publishStatus stores a status event, retrying through reconnects until
+// the server acknowledges it or ctx ends. Its message ID makes retries safe.
+func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects.StatusEvent) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindStatus))
+	m.Data = b
+	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(job.ID, ev.Attempt, string(ev.State)))
+	m.Header.Set(subjects.HeaderAttempt, strconv.Itoa(ev.Attempt))
+	return a.storeWithRetry(ctx, m)
+}
+
+// storeWithRetry publishes m until JetStream acknowledges it.
+func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
+	backoff := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := a.js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if d := a.conn.Denied(); d != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, d)
+		}
+		a.log.Warn("publish failed; retrying", "subject", m.Subject, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}

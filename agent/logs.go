@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// linger is how long a log message waits for more lines before it is sent:
+// short enough that a follower sees a quiet job's line at once, long enough
+// that a chatty job's lines share messages.
+const linger = 5 * time.Millisecond
+
+// line is one line (or one chunk of an over-long line) of job output.
+type line struct {
+	stream  string
+	text    []byte // without the trailing newline
+	partial bool   // the line goes on in the next chunk
+}
+
+// readLines sends the lines of r to out until r ends. Lines longer than
+// subjects.MaxLine are cut into chunks marked partial, never dropped.
+func readLines(r io.Reader, stream string, out chan<- line) {
+	br := bufio.NewReaderSize(r, subjects.MaxLine)
+	for {
+		b, err := br.ReadSlice('\n')
+		if len(b) > 0 {
+			full := len(b) > 0 && b[len(b)-1] == '\n'
+			text := b
+			if full {
+				text = b[:len(b)-1]
+			}
+			partial := !full && errors.Is(err, bufio.ErrBufferFull)
+			out <- line{stream: stream, text: append([]byte(nil), text...), partial: partial}
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// batcher groups lines into log messages: consecutive lines of one stream,
+// flushed when the stream changes, when a chunk is partial, when the size
+// cap is reached, or after the linger. Lines are numbered from 1 in the
+// order read, across both streams, so each message is a run of numbers.
+type batcher struct {
+	subject string
+	job     string
+	attempt int
+	pub     *publisher
+
+	next  int // number of the next line
+	first int // number of the buffered message's first line
+	strm  string
+	buf   []byte
+}
+
+// run batches lines from in until it closes, then flushes the rest.
+func (b *batcher) run(ctx context.Context, in <-chan line) {
+	b.next = 1
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case l, ok := <-in:
+			if !ok {
+				b.flush(ctx, false)
+				return
+			}
+			if len(b.buf) > 0 && (l.stream != b.strm || len(b.buf)+len(l.text)+1 > subjects.MaxLogMsg) {
+				b.flush(ctx, false)
+			}
+			if len(b.buf) == 0 {
+				b.first, b.strm = b.next, l.stream
+				timer.Reset(linger)
+			}
+			b.buf = append(append(b.buf, l.text...), '\n')
+			b.next++
+			if l.partial {
+				b.flush(ctx, true)
+			}
+		case <-timer.C:
+			b.flush(ctx, false)
+		}
+	}
+}
+
+func (b *batcher) flush(ctx context.Context, partial bool) {
+	if len(b.buf) == 0 {
+		return
+	}
+	m := nats.NewMsg(b.subject)
+	m.Data = b.buf
+	m.Header.Set(subjects.HeaderStream, b.strm)
+	m.Header.Set(subjects.HeaderAttempt, strconv.Itoa(b.attempt))
+	m.Header.Set(subjects.HeaderSeq, strconv.Itoa(b.first))
+	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(b.job, b.attempt, strconv.Itoa(b.first)))
+	if partial {
+		m.Header.Set(subjects.HeaderPartial, "1")
+	}
+	b.pub.publish(ctx, m)
+	b.buf = nil
+}
+
+// window is how many log messages may await their ack at once.
+const window = 256
+
+// publisher sends a job's log messages asynchronously, at most window
+// unacknowledged at a time, and republishes, in order, any whose ack failed
+// (a dropped connection, a timeout): Nats-Msg-Id makes a republish of a
+// message that was in fact stored a no-op, so nothing is lost and nothing
+// shows twice.
+type publisher struct {
+	js      jetstream.JetStream
+	pending []pending
+	retry   func(ctx context.Context, m *nats.Msg) error
+}
+
+type pending struct {
+	msg *nats.Msg
+	ack jetstream.PubAckFuture
+}
+
+func (p *publisher) publish(ctx context.Context, m *nats.Msg) {
+	if len(p.pending) >= window {
+		p.settle(ctx, len(p.pending)/2)
+	}
+	f, err := p.js.PublishMsgAsync(m)
+	p.pending = append(p.pending, pending{m, f})
+	if err != nil {
+		p.pending[len(p.pending)-1].ack = nil
+	}
+}
+
+// settle waits for the oldest n acks, republishing any message that failed.
+func (p *publisher) settle(ctx context.Context, n int) {
+	for _, pm := range p.pending[:n] {
+		ok := false
+		if pm.ack != nil {
+			select {
+			case <-pm.ack.Ok():
+				ok = true
+			case <-pm.ack.Err():
+			case <-ctx.Done():
+			}
+		}
+		if !ok {
+			_ = p.retry(ctx, pm.msg)
+		}
+	}
+	p.pending = append(p.pending[:0], p.pending[n:]...)
+}
+
+// close waits until every message is stored.
+func (p *publisher) close(ctx context.Context) { p.settle(ctx, len(p.pending)) }

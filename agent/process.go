@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// result is how a job's process ended.
+type result struct {
+	state    subjects.State
+	exitCode *int
+	err      string
+}
+
+// process is a running job's process group.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu     sync.Mutex
+	reason subjects.State // StateStopped or StateTimedOut once asked to end
+}
+
+// stop ends the group: SIGTERM, then SIGKILL after grace (at once when
+// grace is zero). The first reason given is the one reported.
+func (p *process) stop(reason subjects.State, grace time.Duration) {
+	p.mu.Lock()
+	if p.reason == "" {
+		p.reason = reason
+	}
+	p.mu.Unlock()
+	if grace <= 0 {
+		p.kill()
+		return
+	}
+	signalGroup(p.cmd.Process.Pid, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			p.kill()
+		}
+	}()
+}
+
+func (p *process) kill() { signalGroup(p.cmd.Process.Pid, syscall.SIGKILL) }
+
+// run starts the job's command in its own process group and work directory
+// and streams its output until it ends.
+func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
+	dir, cleanup, err := a.workDir(job)
+	if err != nil {
+		return failed(-1, "work directory: %v", err)
+	}
+	defer cleanup()
+	cmd := exec.Command(job.Command[0], job.Command[1:]...)
+	cmd.Dir = dir
+	cmd.Env = jobEnv(job, attempt)
+	if job.Stdin != "" {
+		cmd.Stdin = strings.NewReader(job.Stdin)
+	}
+	setProcAttr(cmd)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return failed(-1, "pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return failed(-1, "pipe: %v", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return startFailure(job.Command[0], err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	a.mu.Lock()
+	a.running[job.ID] = p
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.running, job.ID)
+		a.mu.Unlock()
+	}()
+	if job.Timeout > 0 {
+		t := time.AfterFunc(time.Duration(job.Timeout), func() { p.stop(subjects.StateTimedOut, a.grace) })
+		defer t.Stop()
+	}
+
+	lines := make(chan line, 1024)
+	pub := &publisher{js: a.js, retry: a.storeWithRetry}
+	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub}
+	batched := make(chan struct{})
+	go func() { b.run(ctx, lines); close(batched) }()
+	var readers sync.WaitGroup
+	for _, r := range []struct {
+		f    *os.File
+		name string
+	}{{outR, subjects.StreamStdout}, {errR, subjects.StreamStderr}} {
+		readers.Add(1)
+		go func() { defer readers.Done(); readLines(r.f, r.name, lines) }()
+	}
+
+	werr := cmd.Wait()
+	close(p.done)
+	// Whatever the job left behind in its group dies with it.
+	signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-time.After(2 * time.Second):
+		// A process that left the group still holds the pipes open.
+		outR.Close()
+		errR.Close()
+		<-readersDone
+	}
+	outR.Close()
+	errR.Close()
+	close(lines)
+	<-batched
+	pub.close(ctx)
+
+	p.mu.Lock()
+	reason := p.reason
+	p.mu.Unlock()
+	return exitResult(cmd.ProcessState, werr, reason)
+}
+
+func exitResult(ps *os.ProcessState, werr error, reason subjects.State) result {
+	code := -1
+	if ps != nil {
+		code = ps.ExitCode()
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	}
+	r := result{exitCode: &code}
+	switch {
+	case reason == subjects.StateStopped:
+		r.state, r.err = reason, "stopped on request"
+	case reason == subjects.StateTimedOut:
+		r.state, r.err = reason, "ran past its timeout"
+	case code == 0:
+		r.state = subjects.StateSucceeded
+	case ps == nil:
+		r.state, r.err = subjects.StateFailed, fmt.Sprintf("wait: %v", werr)
+	default:
+		r.state = subjects.StateFailed
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.err = "killed by signal " + ws.Signal().String()
+		} else {
+			r.err = "exit status " + strconv.Itoa(code)
+		}
+	}
+	return r
+}
+
+func failed(code int, format string, args ...any) result {
+	return result{state: subjects.StateFailed, exitCode: &code, err: fmt.Sprintf(format, args...)}
+}
+
+// startFailure reports a command that could not start with the codes a
+// shell uses: 127 for not found, 126 for not executable.
+func startFailure(name string, err error) result {
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return failed(127, "command not found: %s", name)
+	case errors.Is(err, fs.ErrPermission):
+		return failed(126, "permission denied: %s", name)
+	}
+	return failed(126, "could not start %s: %v", name, err)
+}
+
+// workDir makes the job's own work directory. A relative spec dir lies
+// inside it; an absolute one is used as it is.
+func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
+	own := filepath.Join(a.work, job.ID)
+	if err := os.MkdirAll(own, 0o700); err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(own) }
+	dir := own
+	switch {
+	case filepath.IsAbs(job.Dir):
+		dir = job.Dir
+	case job.Dir != "":
+		dir = filepath.Join(own, job.Dir)
+		if !strings.HasPrefix(dir, own+string(filepath.Separator)) {
+			cleanup()
+			return "", nil, fmt.Errorf("dir %q leaves the job's work directory", job.Dir)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			cleanup()
+			return "", nil, err
+		}
+	}
+	return dir, cleanup, nil
+}
+
+// jobEnv is the job's whole environment: nothing of the agent's own but
+// PATH and HOME, so the agent's secrets do not leak into jobs.
+func jobEnv(job subjects.Job, attempt int) []string {
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	env := map[string]string{
+		"PATH": path, "HOME": os.Getenv("HOME"),
+		"OUTPOST_JOB_ID": job.ID, "OUTPOST_ATTEMPT": strconv.Itoa(attempt), "OUTPOST_TAG": job.Tag,
+	}
+	for k, v := range job.Env {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}

@@ -1,0 +1,79 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// Submit asks the coordinator to run a job and returns its record.
+func (c *Conn) Submit(ctx context.Context, spec subjects.JobSpec) (*subjects.Record, error) {
+	r, err := c.call(ctx, subjects.VerbSubmit, spec)
+	if err != nil {
+		return nil, err
+	}
+	return r.Job, nil
+}
+
+// Get returns a job's record.
+func (c *Conn) Get(ctx context.Context, id string) (*subjects.Record, error) {
+	if err := subjects.ValidJobID(id); err != nil {
+		return nil, err
+	}
+	r, err := c.call(ctx, subjects.VerbGet, subjects.GetRequest{ID: id})
+	if err != nil {
+		return nil, err
+	}
+	return r.Job, nil
+}
+
+// List returns job records, newest first.
+func (c *Conn) List(ctx context.Context, req subjects.ListRequest) ([]subjects.Record, error) {
+	r, err := c.call(ctx, subjects.VerbList, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Jobs, nil
+}
+
+// Stop asks for a job to be stopped and returns its record as it stands.
+func (c *Conn) Stop(ctx context.Context, req subjects.StopRequest) (*subjects.Record, error) {
+	if err := subjects.ValidJobID(req.ID); err != nil {
+		return nil, err
+	}
+	r, err := c.call(ctx, subjects.VerbStop, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Job, nil
+}
+
+// call sends one API request under the caller's own name. An API error
+// comes back as a *subjects.Error.
+func (c *Conn) call(ctx context.Context, verb string, req any) (*subjects.Reply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	subj := subjects.APISubject(c.Identity.Name, verb)
+	m, err := c.RequestWithContext(ctx, subj, b)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, fmt.Errorf("no coordinator answers on %s: is it running?", subj)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", verb, c.explain(err))
+	}
+	var r subjects.Reply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("%s: malformed reply from the coordinator: %w", verb, err)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}

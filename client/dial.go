@@ -1,0 +1,134 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// DefaultURL is where a coordinator started with 'make run' listens.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+// DialOptions say where to connect and as whom.
+type DialOptions struct {
+	// URL of one or more NATS servers, comma separated.
+	URL string
+	// Creds is the path of the creds file.
+	Creds string
+	// ConnName names the connection in the server's monitoring.
+	ConnName string
+	// Reconnect keeps retrying the first connection and every reconnect
+	// forever, as a long-running agent wants. A CLI leaves it off and fails
+	// fast on an unreachable server.
+	Reconnect bool
+	// Logger receives connection events; nil means slog.Default.
+	Logger *slog.Logger
+	// Options are passed to nats.Connect after Outpost's own.
+	Options []nats.Option
+}
+
+// Conn is a NATS connection that knows whose credential it uses.
+type Conn struct {
+	*nats.Conn
+	JS       jetstream.JetStream
+	Identity accounts.Identity
+
+	mu     sync.Mutex
+	denied error
+}
+
+// Dial connects with the creds file and the caller's private inbox prefix.
+// Its errors tell an unreachable server from a refused credential.
+func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
+	id, _, err := accounts.ReadCreds(o.Creds)
+	if err != nil {
+		return nil, err
+	}
+	if o.URL == "" {
+		o.URL = DefaultURL
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Conn{Identity: id}
+	opts := []nats.Option{
+		nats.UserCredentials(o.Creds),
+		nats.CustomInboxPrefix(subjects.Inbox(id.Name)),
+		nats.Name(o.ConnName),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(err.Error(), "Permissions Violation") {
+				c.mu.Lock()
+				c.denied = err
+				c.mu.Unlock()
+			}
+			log.Warn("nats error", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from nats", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to nats", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.Reconnect {
+		opts = append(opts, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second))
+	} else {
+		opts = append(opts, nats.MaxReconnects(60), nats.ReconnectWait(500*time.Millisecond))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(dl)))
+	}
+	opts = append(opts, o.Options...)
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, dialError(o, err)
+	}
+	c.Conn = nc
+	if c.JS, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return c, nil
+}
+
+func dialError(o DialOptions, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
+		strings.Contains(strings.ToLower(err.Error()), "authorization"):
+		return fmt.Errorf("the server at %s refused the credential in %s (revoked, expired, or issued by another operator?): %w", o.URL, o.Creds, err)
+	case errors.Is(err, nats.ErrNoServers):
+		return fmt.Errorf("cannot reach NATS at %s: is the coordinator running ('make run'), or is --server wrong?: %w", o.URL, err)
+	}
+	return fmt.Errorf("connect to %s: %w", o.URL, err)
+}
+
+// Denied returns the last permission violation the server reported on this
+// connection, if any. nats.go reports denials asynchronously (NATS-NOTES
+// point 7), so a call that timed out checks here to say why.
+func (c *Conn) Denied() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.denied
+}
+
+// explain turns a timeout that a permission denial caused into the denial.
+func (c *Conn) explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	if d := c.Denied(); d != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+		return fmt.Errorf("permission denied: %w", d)
+	}
+	return err
+}

@@ -1,0 +1,246 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// ErrNoSlot is returned when every reader consumer of the caller is in use.
+var ErrNoSlot = errors.New("all reader slots are in use")
+
+// ErrNoEvents is returned when a job has no events the caller may read.
+var ErrNoEvents = errors.New("no events")
+
+// Event is one item of a job's history: a status change or a run of log
+// lines of one output stream.
+type Event struct {
+	Status *subjects.StatusEvent
+	Log    *LogLines
+}
+
+// LogLines is one log message: consecutive lines of one stream.
+type LogLines struct {
+	Stream  string
+	Attempt int
+	Seq     int    // the number of the first line
+	Data    []byte // whole lines, each ending in '\n'
+	Partial bool   // the last line goes on in the next message
+}
+
+// Lines is how many line numbers the message covers.
+func (l *LogLines) Lines() int { return max(1, bytes.Count(l.Data, []byte{'\n'})) }
+
+// ReadOptions shape a read of a job's events.
+type ReadOptions struct {
+	// Follow keeps reading until the job reaches a terminal state; without
+	// it the read ends with the events stored when it began.
+	Follow bool
+	// Tag narrows the filter; an observer must give it.
+	Tag string
+}
+
+// ReadEvents replays a job's events from the first, in order, through a
+// consumer pinned to the caller's name (the only kind the server lets a
+// reader create), calling fn for each; fn's error ends the read. Log lines
+// are handed over in line order even if they were stored out of order.
+func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn func(Event) error) error {
+	if err := subjects.ValidJobID(job); err != nil {
+		return err
+	}
+	tag, owner := "*", "*"
+	if o.Tag != "" {
+		if err := subjects.ValidTag(o.Tag); err != nil {
+			return err
+		}
+		tag = o.Tag
+	}
+	switch c.Identity.Role {
+	case accounts.RoleUser:
+		owner = c.Identity.Name
+	case accounts.RoleObserver:
+		if tag == "*" && len(c.Identity.Tags) == 1 {
+			tag = c.Identity.Tags[0]
+		}
+		if tag == "*" {
+			return fmt.Errorf("an observer must say which tag the job has (--tag; its tags: %v)", c.Identity.Tags)
+		}
+	}
+	cons, name, err := c.readerConsumer(ctx, subjects.EventsPrefix+"."+tag+"."+owner+"."+job+".>")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.JS.DeleteConsumer(dctx, subjects.EventsStream, name)
+	}()
+	pending := cons.CachedInfo().NumPending
+	if pending == 0 && !o.Follow {
+		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+
+	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
+	lastAttempt := 0
+	for read := uint64(0); o.Follow || read < pending; read++ {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read events: %w", c.explain(err))
+		}
+		ev, err := decodeEvent(m)
+		if err != nil {
+			continue // not ours to show: the server only stores what the filter allows
+		}
+		if ev.Log != nil {
+			if err := ord.add(ev.Log); err != nil {
+				return err
+			}
+			continue
+		}
+		lastAttempt = max(lastAttempt, ev.Status.Attempt)
+		if ev.Status.State.Terminal() || ev.Status.Attempt > ord.attempt {
+			// Lines of an attempt all precede its terminal status; release any
+			// held back by a gap before the status is shown.
+			if err := ord.flush(); err != nil {
+				return err
+			}
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+		if o.Follow && ev.Status.State.Terminal() && ev.Status.Attempt >= lastAttempt {
+			return nil
+		}
+	}
+	return ord.flush()
+}
+
+// readerConsumer creates an ephemeral-like consumer in the first free slot
+// of the caller's pinned names. It removes itself when idle, so a reader
+// that crashed frees its slot.
+func (c *Conn) readerConsumer(ctx context.Context, filter string) (jetstream.Consumer, string, error) {
+	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
+		name := subjects.ReaderConsumer(c.Identity.Name, slot)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := c.JS.CreateConsumer(cctx, subjects.EventsStream, jetstream.ConsumerConfig{
+			Name:              name,
+			FilterSubject:     filter,
+			AckPolicy:         jetstream.AckNonePolicy,
+			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			InactiveThreshold: time.Minute,
+			MemoryStorage:     true,
+		})
+		cancel()
+		switch {
+		case err == nil:
+			return cons, name, nil
+		case errors.Is(err, jetstream.ErrConsumerExists), errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse):
+			continue
+		case ctx.Err() != nil:
+			return nil, "", ctx.Err()
+		default:
+			return nil, "", fmt.Errorf("create reader consumer %s: %w", name, c.explain(err))
+		}
+	}
+	return nil, "", fmt.Errorf("%w (%d): close another 'outpost logs', or wait a minute for an abandoned one to expire", ErrNoSlot, subjects.ReaderSlots)
+}
+
+func decodeEvent(m jetstream.Msg) (Event, error) {
+	e, err := subjects.ParseEvent(m.Subject())
+	if err != nil {
+		return Event{}, err
+	}
+	if e.Kind == subjects.KindStatus {
+		var s subjects.StatusEvent
+		if err := json.Unmarshal(m.Data(), &s); err != nil {
+			return Event{}, err
+		}
+		return Event{Status: &s}, nil
+	}
+	h := m.Headers()
+	attempt, err1 := strconv.Atoi(h.Get(subjects.HeaderAttempt))
+	seq, err2 := strconv.Atoi(h.Get(subjects.HeaderSeq))
+	if err := errors.Join(err1, err2); err != nil {
+		return Event{}, err
+	}
+	return Event{Log: &LogLines{Stream: h.Get(subjects.HeaderStream), Attempt: attempt, Seq: seq,
+		Data: m.Data(), Partial: h.Get(subjects.HeaderPartial) == "1"}}, nil
+}
+
+// reorder hands log messages over in line order per attempt. Messages
+// normally arrive in order; after a publish retry one may arrive late, and
+// the ones after it wait here until it does, or until the attempt ends.
+type reorder struct {
+	fn      func(Event) error
+	attempt int
+	next    map[int]int // attempt -> next line number due
+	held    map[int][]*LogLines
+}
+
+func (r *reorder) add(l *LogLines) error {
+	r.attempt = max(r.attempt, l.Attempt)
+	due, ok := r.next[l.Attempt]
+	if !ok {
+		due = 1
+	}
+	switch {
+	case l.Seq < due:
+		return nil // a duplicate
+	case l.Seq > due:
+		r.held[l.Attempt] = append(r.held[l.Attempt], l)
+		return nil
+	}
+	if err := r.emit(l); err != nil {
+		return err
+	}
+	held := r.held[l.Attempt]
+	slices.SortFunc(held, func(a, b *LogLines) int { return a.Seq - b.Seq })
+	for len(held) > 0 && held[0].Seq <= r.next[l.Attempt] {
+		if held[0].Seq == r.next[l.Attempt] {
+			if err := r.emit(held[0]); err != nil {
+				return err
+			}
+		}
+		held = held[1:]
+	}
+	r.held[l.Attempt] = held
+	return nil
+}
+
+func (r *reorder) emit(l *LogLines) error {
+	r.next[l.Attempt] = l.Seq + l.Lines()
+	return r.fn(Event{Log: l})
+}
+
+// flush hands over everything held, in order, gaps and all.
+func (r *reorder) flush() error {
+	for a, held := range r.held {
+		slices.SortFunc(held, func(x, y *LogLines) int { return x.Seq - y.Seq })
+		for _, l := range held {
+			if err := r.emit(l); err != nil {
+				return err
+			}
+		}
+		delete(r.held, a)
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+// Command agent runs Outpost jobs of its credential's tags on this machine.
+// It dials out to NATS and needs no listening port.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-run/outpost/agent"
+	"github.com/outpost-run/outpost/client"
+)
+
+func main() {
+	if err := root().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func root() *cobra.Command {
+	var (
+		server, creds, workdir string
+		concurrency            int
+		grace                  time.Duration
+		verbose                bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --server URL --creds FILE",
+		Short: "Run Outpost jobs of this credential's tags on this machine",
+		Long: `agent pulls jobs for the tags in its credential, runs each in its own process
+group and work directory, and streams every output line back. It only dials
+out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if verbose {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if creds == "" {
+				return errors.New("--creds is required (or set OUTPOST_CREDS): the agent's creds file")
+			}
+			conn, err := client.Dial(cmd.Context(), client.DialOptions{URL: server, Creds: creds, ConnName: "outpost-agent", Reconnect: true, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			a, err := agent.New(agent.Config{Conn: conn, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, Logger: log})
+			if err != nil {
+				return err
+			}
+			var g run.Group
+			ctx, cancel := context.WithCancel(context.Background())
+			g.Add(func() error { return a.Run(ctx) }, func(error) { cancel() })
+			g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
+			err = g.Run()
+			var sig run.SignalError
+			if errors.As(err, &sig) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", envOr("OUTPOST_SERVER", client.DefaultURL), "NATS server URL(s), comma separated [$OUTPOST_SERVER]")
+	f.StringVar(&creds, "creds", os.Getenv("OUTPOST_CREDS"), "the agent's creds file [$OUTPOST_CREDS]")
+	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
+	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
+	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

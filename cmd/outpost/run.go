@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+func runCmd(g *globals) *cobra.Command {
+	var (
+		spec      subjects.JobSpec
+		env       []string
+		timeout   time.Duration
+		stdinFile string
+		detach    bool
+		output    string
+	)
+	cmd := &cobra.Command{
+		Use:   "run --tag TAG [flags] -- COMMAND [ARG...]",
+		Short: "Run a command on an agent of a tag and stream its output",
+		Long: `run submits COMMAND to the agents of --tag and prints its output live: the
+job's stdout on stdout and its stderr on stderr. It exits with the job's exit
+code (124 when it timed out). Ctrl-C leaves the job running; 'outpost stop' ends
+it. With --detach it prints the job ID and returns at once.`,
+		Example: `  outpost run --tag local -- sh -c 'echo hi; echo oops >&2; exit 3'
+  outpost run --tag gpu --env MODEL=small --timeout 1h -- ./train.sh
+  id=$(outpost run --tag local --detach -- make test)`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec.Command = args
+			spec.Timeout = subjects.Duration(timeout)
+			var err error
+			if spec.Env, err = parseEnv(env); err != nil {
+				return err
+			}
+			if stdinFile != "" {
+				if spec.Stdin, err = readInput(stdinFile); err != nil {
+					return err
+				}
+			}
+			if err := spec.Validate(); err != nil {
+				return err
+			}
+			c, err := g.dial(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			sctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			rec, err := c.Submit(sctx, spec)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if detach {
+				if output == "json" {
+					return printJSON(g.stdout, rec)
+				}
+				fmt.Fprintln(g.stdout, rec.ID)
+				return nil
+			}
+			return follow(cmd.Context(), g, c, rec.ID, rec.Tag, true)
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.StringVarP(&spec.Tag, "tag", "t", os.Getenv("OUTPOST_TAG"), "tag of the agents to run on [$OUTPOST_TAG]")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable NAME=VALUE for the job (repeatable)")
+	f.StringVar(&spec.Dir, "dir", "", "working directory on the agent (relative: inside the job's own)")
+	f.DurationVar(&timeout, "timeout", 0, "stop the job after this long (0: no limit)")
+	f.IntVar(&spec.MaxAttempts, "max-attempts", 0, "how many agents may try the job if one is lost (default 3)")
+	f.StringVar(&stdinFile, "stdin", "", "file to feed to the job's stdin ('-' for this terminal's stdin)")
+	f.BoolVarP(&detach, "detach", "d", false, "print the job ID and return at once")
+	f.StringVarP(&output, "output", "o", "text", "with --detach: text (the ID) or json (the record)")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+// follow prints a job's output as it comes. With exitLikeJob it returns the
+// job's exit code as an exitError.
+func follow(ctx context.Context, g *globals, c *client.Conn, id, tag string, exitLikeJob bool) error {
+	p := printer{stdout: g.stdout, stderr: g.stderr}
+	err := c.ReadEvents(ctx, id, client.ReadOptions{Follow: true, Tag: tag}, p.show)
+	if ctx.Err() != nil {
+		fmt.Fprintf(g.stderr, "\noutpost: stopped following; job %s goes on (outpost logs -f %s; outpost stop %s)\n", id, id, id)
+		return exitError{130}
+	}
+	if err != nil {
+		return err
+	}
+	if p.end == nil {
+		return fmt.Errorf("job %s: the event stream ended before the job did", id)
+	}
+	if exitLikeJob {
+		return jobExit(g, id, p.end)
+	}
+	return nil
+}
+
+// jobExit turns a terminal status into the command's exit: the job's own
+// exit code, 124 for a timeout (as timeout(1) does), 1 for anything else.
+func jobExit(g *globals, id string, end *subjects.StatusEvent) error {
+	code := 1
+	if end.ExitCode != nil && *end.ExitCode >= 0 {
+		code = *end.ExitCode
+	}
+	switch {
+	case end.State == subjects.StateSucceeded:
+		return nil
+	case end.State == subjects.StateTimedOut:
+		code = 124
+	}
+	if end.Error != "" && !strings.HasPrefix(end.Error, "exit status ") {
+		fmt.Fprintf(g.stderr, "outpost: job %s %s: %s\n", id, end.State, end.Error)
+	}
+	if code == 0 {
+		code = 1
+	}
+	return exitError{code}
+}
+
+// printer writes events as a person reads them: lines to the stream they
+// came from, and a note when a new attempt starts.
+type printer struct {
+	stdout, stderr io.Writer
+	attempt        int
+	end            *subjects.StatusEvent
+}
+
+func (p *printer) show(ev client.Event) error {
+	if s := ev.Status; s != nil {
+		if s.State == subjects.StateRunning && s.Attempt > 1 && s.Attempt > p.attempt {
+			fmt.Fprintf(p.stderr, "outpost: attempt %d on agent %s\n", s.Attempt, s.Agent)
+		}
+		p.attempt = max(p.attempt, s.Attempt)
+		if s.State.Terminal() {
+			p.end = s
+		}
+		return nil
+	}
+	w := p.stdout
+	if ev.Log.Stream == subjects.StreamStderr {
+		w = p.stderr
+	}
+	data := ev.Log.Data
+	if ev.Log.Partial {
+		data = data[:len(data)-1]
+	}
+	_, err := w.Write(data)
+	return err
+}
+
+func parseEnv(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	env := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--env %q: want NAME=VALUE", kv)
+		}
+		env[k] = v
+	}
+	return env, nil
+}
+
+func readInput(path string) (string, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, subjects.MaxSubmitBytes+1))
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("--stdin: %w", err)
+	}
+	return string(b), nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,343 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+const (
+	apiQueue       = "outpost-coordinator"
+	apiWorkers     = 32
+	requestTimeout = 10 * time.Second
+	defaultList    = 50
+	maxList        = 1000
+)
+
+// serveAPI subscribes to every API subject. Requests are handled by a
+// bounded pool, so a slow one does not hold up the rest.
+func (c *Coordinator) serveAPI(ctx context.Context) (*nats.Subscription, error) {
+	sem := make(chan struct{}, apiWorkers)
+	sub, err := c.conn.QueueSubscribe(subjects.APIAll, apiQueue, func(m *nats.Msg) {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			c.handle(ctx, m)
+		}()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subjects.APIAll, err)
+	}
+	return sub, nil
+}
+
+// handle checks a request's subject and reply before trusting either: the
+// name token must be well formed and the reply must lie in that name's own
+// inbox, or a redirected stream message could trigger an action
+// (NATS-NOTES point 5).
+func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
+	name, verb, err := subjects.ParseAPI(m.Subject)
+	if err != nil || !subjects.InInbox(m.Reply, name) {
+		c.log.Warn("api request dropped", "subject", m.Subject, "reply", m.Reply, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	reply := c.call(ctx, name, verb, m.Data)
+	if reply.Error != nil {
+		c.log.Info("api request refused", "caller", name, "verb", verb, "code", reply.Error.Code, "msg", reply.Error.Message)
+	}
+	b, err := json.Marshal(reply)
+	if err != nil {
+		b, _ = json.Marshal(subjects.Reply{Error: subjects.Errorf(subjects.CodeInternal, "encode reply: %v", err)})
+	}
+	if err := m.Respond(b); err != nil {
+		c.log.Warn("api reply failed", "caller", name, "verb", verb, "err", err)
+	}
+}
+
+func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) subjects.Reply {
+	who, err := c.creds.lookup(ctx, name)
+	if err != nil {
+		return errReply(err)
+	}
+	var rec *subjects.Record
+	var recs []subjects.Record
+	switch verb {
+	case subjects.VerbSubmit:
+		rec, err = c.submit(ctx, who, data)
+	case subjects.VerbGet:
+		var req subjects.GetRequest
+		if err = parse(data, &req); err == nil {
+			rec, err = c.get(ctx, who, req)
+		}
+	case subjects.VerbList:
+		var req subjects.ListRequest
+		if err = parse(data, &req); err == nil {
+			recs, err = c.list(ctx, who, req)
+			if recs == nil {
+				recs = []subjects.Record{}
+			}
+		}
+	case subjects.VerbStop:
+		var req subjects.StopRequest
+		if err = parse(data, &req); err == nil {
+			rec, err = c.stop(ctx, who, req)
+		}
+	}
+	if err != nil {
+		return errReply(err)
+	}
+	return subjects.Reply{Job: rec, Jobs: recs}
+}
+
+func parse(data []byte, v any) error {
+	if err := subjects.ParseRequest(data, v); err != nil {
+		return subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	}
+	return nil
+}
+
+func errReply(err error) subjects.Reply {
+	var apiErr *subjects.Error
+	switch {
+	case errors.As(err, &apiErr):
+	case errors.Is(err, subjects.ErrBadSpec), errors.Is(err, subjects.ErrBadToken):
+		apiErr = subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	case errors.Is(err, errNoRecord):
+		apiErr = subjects.Errorf(subjects.CodeNotFound, "%v", err)
+	default:
+		apiErr = subjects.Errorf(subjects.CodeInternal, "%v (retry; if it persists, see the coordinator's log)", err)
+	}
+	return subjects.Reply{Error: apiErr}
+}
+
+func forbidden(who caller, what string) error {
+	return subjects.Errorf(subjects.CodeForbidden, "%s %q may not %s", who.role, who.name, what)
+}
+
+// submit records a job and queues it for the agents of its tag. Nothing is
+// written for a request that fails validation; a job that cannot be queued
+// ends failed with the reason, never half-queued.
+func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*subjects.Record, error) {
+	if who.role != accounts.RoleAdmin && who.role != accounts.RoleUser {
+		return nil, forbidden(who, "submit jobs")
+	}
+	if len(data) > subjects.MaxSubmitBytes {
+		return nil, subjects.Errorf(subjects.CodeTooLarge, "submit payload is %d bytes, at most %d are allowed", len(data), subjects.MaxSubmitBytes)
+	}
+	spec, err := subjects.ParseSpec(data)
+	if err != nil {
+		return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	}
+	if who.role == accounts.RoleUser && !who.hasTag(spec.Tag) {
+		return nil, subjects.Errorf(subjects.CodeForbidden, "user %q may not submit to tag %q (its tags: %s)", who.name, spec.Tag, strings.Join(who.tags, ", "))
+	}
+	if err := c.knownTag(ctx, spec.Tag); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	job := subjects.Job{JobSpec: spec, ID: strings.ToLower(ulid.Make().String()), Owner: who.name, SubmittedAt: now, Attempt: 1}
+	rec := subjects.Record{Job: job, State: subjects.StateQueued}
+	if err := c.jobs.create(ctx, rec); err != nil {
+		return nil, err
+	}
+	if err := c.publishStatus(ctx, rec, subjects.StatusEvent{Job: job.ID, State: subjects.StateQueued, Attempt: 1, At: now}); err == nil {
+		err = c.publishJob(ctx, job)
+	}
+	if err != nil {
+		c.fail(ctx, rec, fmt.Sprintf("could not queue the job: %v", err))
+		return nil, fmt.Errorf("queue job %s: %w", job.ID, err)
+	}
+	c.log.Info("job submitted", "job", job.ID, "tag", job.Tag, "owner", job.Owner)
+	return &rec, nil
+}
+
+func (c *Coordinator) knownTag(ctx context.Context, tag string) error {
+	if _, ok := c.tags.Load(tag); ok {
+		return nil
+	}
+	_, err := c.js.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer(tag))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return subjects.Errorf(subjects.CodeUnknownTag, "no agent serves tag %q: issue an agent credential for it first ('outpost admin agent add NAME --tag %s')", tag, tag)
+	}
+	if err != nil {
+		return fmt.Errorf("look up tag %s: %w", tag, err)
+	}
+	c.tags.Store(tag, struct{}{})
+	return nil
+}
+
+func (c *Coordinator) publishJob(ctx context.Context, job subjects.Job) error {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return err
+	}
+	_, err = c.js.Publish(ctx, subjects.JobSubject(job.Tag, job.ID), b, jetstream.WithMsgID(job.ID))
+	return err
+}
+
+// publishStatus stores a status event the coordinator itself decides
+// (queued, a stop before any agent took the job, a failure to queue).
+func (c *Coordinator) publishStatus(ctx context.Context, rec subjects.Record, ev subjects.StatusEvent) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = c.js.Publish(ctx, subjects.EventSubject(rec.Tag, rec.Owner, rec.ID, subjects.KindStatus), b,
+		jetstream.WithMsgID(subjects.MsgID(rec.ID, ev.Attempt, string(ev.State))))
+	return err
+}
+
+// fail ends a job that could not be queued.
+func (c *Coordinator) fail(ctx context.Context, rec subjects.Record, reason string) {
+	ev := subjects.StatusEvent{Job: rec.ID, State: subjects.StateFailed, Attempt: rec.Attempt, Error: reason, At: time.Now().UTC()}
+	if _, _, err := c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool { return r.Apply(ev) }); err != nil {
+		c.log.Error("could not mark job failed", "job", rec.ID, "err", err)
+	}
+	if err := c.publishStatus(ctx, rec, ev); err != nil {
+		c.log.Warn("could not publish failed status", "job", rec.ID, "err", err)
+	}
+}
+
+// visible reports whether who may read rec.
+func visible(who caller, rec *subjects.Record) bool {
+	switch who.role {
+	case accounts.RoleAdmin:
+		return true
+	case accounts.RoleUser:
+		return rec.Owner == who.name
+	case accounts.RoleObserver:
+		return who.hasTag(rec.Tag)
+	}
+	return false
+}
+
+func (c *Coordinator) get(ctx context.Context, who caller, req subjects.GetRequest) (*subjects.Record, error) {
+	if err := subjects.ValidJobID(req.ID); err != nil {
+		return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	}
+	rec, _, err := c.jobs.get(ctx, req.ID)
+	if errors.Is(err, errNoRecord) || (err == nil && !visible(who, &rec)) {
+		// A job another user owns is reported as missing, so IDs cannot be probed.
+		return nil, subjects.Errorf(subjects.CodeNotFound, "no job %s (see 'outpost ls')", req.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+func (c *Coordinator) list(ctx context.Context, who caller, req subjects.ListRequest) ([]subjects.Record, error) {
+	if req.Tag != "" {
+		if err := subjects.ValidTag(req.Tag); err != nil {
+			return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+		}
+	}
+	if req.Owner != "" {
+		if err := subjects.ValidName(req.Owner); err != nil {
+			return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+		}
+	}
+	if req.State != "" {
+		if _, err := subjects.ParseState(string(req.State)); err != nil {
+			return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+		}
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = defaultList
+	}
+	limit = min(limit, maxList)
+	return c.jobs.list(ctx, func(r *subjects.Record) bool {
+		return visible(who, r) &&
+			(req.Tag == "" || r.Tag == req.Tag) &&
+			(req.State == "" || r.State == req.State) &&
+			(req.Owner == "" || r.Owner == req.Owner)
+	}, limit)
+}
+
+// stop ends a job in any state. A queued job is taken off the queue and
+// marked stopped at once; a running one is told to stop through its tag's
+// control subject, and its agent reports the end.
+func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopRequest) (*subjects.Record, error) {
+	if who.role != accounts.RoleAdmin && who.role != accounts.RoleUser {
+		return nil, forbidden(who, "stop jobs")
+	}
+	rec, err := c.get(ctx, who, subjects.GetRequest{ID: req.ID})
+	if err != nil {
+		return nil, err
+	}
+	if rec.State.Terminal() {
+		return nil, subjects.Errorf(subjects.CodeConflict, "job %s already ended: %s", rec.ID, rec.State)
+	}
+	if rec.State == subjects.StateQueued {
+		ev := subjects.StatusEvent{Job: rec.ID, State: subjects.StateStopped, Attempt: rec.Attempt, Error: "stopped by " + who.name + " before it started", At: time.Now().UTC()}
+		updated, changed, err := c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool {
+			return r.State == subjects.StateQueued && r.Apply(ev)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if changed {
+			if err := c.unqueue(ctx, *rec); err != nil {
+				c.log.Warn("could not take stopped job off the queue; its agent will be told to stop it", "job", rec.ID, "err", err)
+			}
+			if err := c.publishStatus(ctx, updated, ev); err != nil {
+				c.log.Warn("could not publish stopped status", "job", rec.ID, "err", err)
+			}
+		}
+		rec = &updated
+	} else {
+		updated, _, err := c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool {
+			if r.StopRequested {
+				return false
+			}
+			r.StopRequested = true
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+		rec = &updated
+	}
+	// Sent in every case: an agent may have taken the job a moment ago.
+	if err := c.control(rec, req); err != nil {
+		return nil, err
+	}
+	c.log.Info("job stop requested", "job", rec.ID, "by", who.name, "force", req.Force)
+	return rec, nil
+}
+
+func (c *Coordinator) unqueue(ctx context.Context, rec subjects.Record) error {
+	s, err := c.js.Stream(ctx, subjects.JobsStream)
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx, jetstream.WithPurgeSubject(subjects.JobSubject(rec.Tag, rec.ID)))
+}
+
+// control tells the agents of a job's tag to stop it. The reply subject
+// lies in the coordinator's inbox: agents obey nothing else, so a stream
+// message redirected onto a control subject is ignored.
+func (c *Coordinator) control(rec *subjects.Record, req subjects.StopRequest) error {
+	b, err := json.Marshal(subjects.ControlMsg{Action: subjects.ActionStop, Job: rec.ID, Force: req.Force, Grace: req.Grace})
+	if err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: subjects.ControlSubject(rec.Tag, rec.ID), Reply: subjects.Inbox(subjects.CoordinatorName) + ".ctl", Data: b}
+	if err := c.conn.PublishMsg(m); err != nil {
+		return fmt.Errorf("send stop for job %s: %w", rec.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// Config is what a coordinator needs once it is connected.
+type Config struct {
+	// Auth signs credentials and account updates.
+	Auth *accounts.Authority
+	// Conn is the coordinator's own connection, with the coordinator creds.
+	Conn *client.Conn
+	// Limits are the stream limits; the zero value means DefaultLimits.
+	Limits Limits
+	// Logger; nil means slog.Default.
+	Logger *slog.Logger
+}
+
+// Coordinator answers the API and keeps job records. Create it with New
+// and run it with Run.
+type Coordinator struct {
+	auth   *accounts.Authority
+	conn   *client.Conn
+	js     jetstream.JetStream
+	limits Limits
+	log    *slog.Logger
+	jobs   records
+	creds  registry
+	tags   sync.Map // tag -> struct{}: tags whose consumer is known to exist
+}
+
+// New sets up the streams, buckets and consumers (idempotently) and returns
+// a coordinator ready to Run.
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, js: cfg.Conn.JS, limits: cfg.Limits, log: cfg.Logger}
+	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
+	if err != nil {
+		return nil, fmt.Errorf("set up streams: %w", err)
+	}
+	c.jobs, c.creds = records{jobs}, registry{creds}
+	all, err := c.creds.all(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, cr := range all {
+		if cr.Role == accounts.RoleAgent && cr.RevokedAt == nil {
+			if err := c.ensureTags(ctx, cr.Tags); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+func (c *Coordinator) ensureTags(ctx context.Context, tags []string) error {
+	for _, t := range tags {
+		if err := ensureTagConsumer(ctx, c.js, t, c.limits); err != nil {
+			return err
+		}
+		c.tags.Store(t, struct{}{})
+	}
+	return nil
+}
+
+// Issue signs a new credential, registers it, and creates the consumers of
+// an agent's tags. The returned credential holds the only copy of the seed.
+func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts.Credential, error) {
+	if err := req.Validate(); err != nil {
+		return accounts.Credential{}, err
+	}
+	if _, err := c.creds.get(ctx, req.Name); err == nil {
+		return accounts.Credential{}, fmt.Errorf("%w: %s (pick another name)", errNameTaken, req.Name)
+	}
+	cred, err := c.auth.Issue(req)
+	if err != nil {
+		return accounts.Credential{}, err
+	}
+	if req.Role == accounts.RoleAgent {
+		if err := c.ensureTags(ctx, cred.Tags); err != nil {
+			return accounts.Credential{}, err
+		}
+	}
+	if err := c.creds.add(ctx, cred); err != nil {
+		return accounts.Credential{}, err
+	}
+	c.log.Info("credential issued", "name", cred.Name, "role", cred.Role, "tags", cred.Tags, "public_key", cred.PublicKey)
+	return cred, nil
+}
+
+// Register records a credential that the data directory holds as a creds
+// file (written by 'coordinator init'), so the API knows its holder. It is
+// a no-op for a name already registered.
+func (c *Coordinator) Register(ctx context.Context, credsPath string) error {
+	id, _, err := accounts.ReadCreds(credsPath)
+	if err != nil {
+		return err
+	}
+	if _, err := c.creds.get(ctx, id.Name); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	if id.Role == accounts.RoleAgent {
+		if err := c.ensureTags(ctx, id.Tags); err != nil {
+			return err
+		}
+	}
+	cred := accounts.Credential{Name: id.Name, Role: id.Role, Tags: id.Tags, PublicKey: id.PublicKey, JWT: id.JWT}
+	if err := c.creds.add(ctx, cred); err != nil && !errors.Is(err, errNameTaken) {
+		return err
+	}
+	return nil
+}
+
+// Run answers API requests and folds status events into records until ctx
+// ends.
+func (c *Coordinator) Run(ctx context.Context) error {
+	api, err := c.serveAPI(ctx)
+	if err != nil {
+		return err
+	}
+	defer api.Drain()
+	events, err := c.consumeEvents(ctx)
+	if err != nil {
+		return err
+	}
+	defer events.Stop()
+	c.log.Info("coordinator ready", "api", subjects.APIAll)
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,75 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// consumeEvents folds every status event into its job's record, one at a
+// time, through the coordinator's durable consumer: after a restart it goes
+// on where it stopped.
+func (c *Coordinator) consumeEvents(ctx context.Context) (jetstream.ConsumeContext, error) {
+	cons, err := c.js.Consumer(ctx, subjects.EventsStream, subjects.CoordinatorConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", subjects.CoordinatorConsumer, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if err := c.applyEvent(ctx, m); err != nil {
+			c.log.Warn("status event not applied; will retry", "subject", m.Subject(), "err", err)
+			_ = m.Nak()
+			return
+		}
+		_ = m.Ack()
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			c.log.Debug("event consumer", "err", err)
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume status events: %w", err)
+	}
+	return cc, nil
+}
+
+// applyEvent checks an event against its subject and its record before
+// using it: an agent may publish only under its own tag, but the event must
+// also name the job of its subject and match the record's tag and owner.
+// Malformed or mismatched events are logged and dropped. It returns an
+// error only for a failure worth retrying.
+func (c *Coordinator) applyEvent(ctx context.Context, m jetstream.Msg) error {
+	subj, err := subjects.ParseEvent(m.Subject())
+	if err != nil || subj.Kind != subjects.KindStatus {
+		c.log.Warn("dropped event with a bad subject", "subject", m.Subject(), "err", err)
+		return nil
+	}
+	var ev subjects.StatusEvent
+	if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.Job != subj.Job {
+		c.log.Warn("dropped malformed status event", "subject", m.Subject(), "err", err)
+		return nil
+	}
+	rec, changed, err := c.jobs.update(ctx, subj.Job, func(r *subjects.Record) bool {
+		return r.Tag == subj.Tag && r.Owner == subj.Owner && r.Apply(ev)
+	})
+	if errors.Is(err, errNoRecord) {
+		c.log.Warn("dropped status event of an unknown job", "subject", m.Subject())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if changed {
+		c.log.Info("job state", "job", rec.ID, "state", rec.State, "attempt", rec.Attempt, "agent", rec.Agent)
+	}
+	// A job stopped while queued, or asked to stop, that an agent started
+	// anyway is told again to stop.
+	if ev.State == subjects.StateRunning && (rec.StopRequested || rec.State == subjects.StateStopped) {
+		return c.control(&rec, subjects.StopRequest{ID: rec.ID})
+	}
+	return nil
+}

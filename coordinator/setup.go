@@ -1,0 +1,116 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// Limits are the retention knobs of the streams.
+type Limits struct {
+	// EventsMaxAge is how long status events and log lines are kept.
+	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the events stream; the oldest go first.
+	EventsMaxBytes int64
+	// JobsMaxAge is how long a job may wait in the queue for an agent.
+	JobsMaxAge time.Duration
+	// AckWait is how long an agent may go silent before its job is given to
+	// another agent of the tag.
+	AckWait time.Duration
+	// Replicas is the stream replication factor on a cluster.
+	Replicas int
+}
+
+// DefaultLimits suit one machine.
+var DefaultLimits = Limits{
+	EventsMaxAge:   7 * 24 * time.Hour,
+	EventsMaxBytes: 1 << 30,
+	JobsMaxAge:     7 * 24 * time.Hour,
+	AckWait:        30 * time.Second,
+	Replicas:       1,
+}
+
+const dedupWindow = 2 * time.Minute
+
+// ensureStreams creates or updates the streams, buckets and the
+// coordinator's consumer. It is idempotent: every start runs it.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetstream.KeyValue, jetstream.KeyValue, error) {
+	streams := []jetstream.StreamConfig{{
+		Name:        subjects.JobsStream,
+		Description: "Outpost job requests, one consumer per tag",
+		Subjects:    []string{subjects.JobsPrefix + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      l.JobsMaxAge,
+		MaxMsgSize:  subjects.MaxSubmitBytes * 2,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  dedupWindow,
+		Replicas:    l.Replicas,
+	}, {
+		Name:        subjects.EventsStream,
+		Description: "Outpost status events and log lines, a subject per job",
+		Subjects:    []string{subjects.EventsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      l.EventsMaxAge,
+		MaxBytes:    l.EventsMaxBytes,
+		MaxMsgSize:  subjects.MaxLogMsg * 2,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  dedupWindow,
+		Replicas:    l.Replicas,
+	}}
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return nil, nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
+		Durable:       subjects.CoordinatorConsumer,
+		Description:   "the coordinator folds status events into job records",
+		FilterSubject: subjects.AllStatus,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 10000,
+	}); err != nil {
+		return nil, nil, fmt.Errorf("consumer %s: %w", subjects.CoordinatorConsumer, err)
+	}
+	jobs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: subjects.JobsBucket, Description: "Outpost job records", History: 1,
+		Storage: jetstream.FileStorage, TTL: l.EventsMaxAge, Replicas: l.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bucket %s: %w", subjects.JobsBucket, err)
+	}
+	creds, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: subjects.CredsBucket, Description: "Outpost credentials issued (public parts only)", History: 5,
+		Storage: jetstream.FileStorage, Replicas: l.Replicas,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bucket %s: %w", subjects.CredsBucket, err)
+	}
+	return jobs, creds, nil
+}
+
+// ensureTagConsumer creates the pull consumer all agents of tag share.
+func ensureTagConsumer(ctx context.Context, js jetstream.JetStream, tag string, l Limits) error {
+	_, err := js.CreateOrUpdateConsumer(ctx, subjects.JobsStream, jetstream.ConsumerConfig{
+		Durable:       subjects.AgentsConsumer(tag),
+		Description:   "jobs for the agents of tag " + tag,
+		FilterSubject: subjects.JobsFilter(tag),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       l.AckWait,
+		MaxDeliver:    -1,
+		MaxWaiting:    4096,
+		MaxAckPending: -1,
+	})
+	if err != nil {
+		return fmt.Errorf("consumer for tag %s: %w", tag, err)
+	}
+	return nil
+}

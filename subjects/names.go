@@ -1,0 +1,249 @@
+package subjects
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Streams, consumers and buckets.
+const (
+	// JobsStream is the work-queue stream that carries job requests.
+	JobsStream = "OUTPOST_JOBS"
+	// EventsStream carries every job's status events and log lines.
+	EventsStream = "OUTPOST_EVENTS"
+	// JobsBucket is the KV bucket of job records, keyed by job ID.
+	JobsBucket = "outpost_jobs"
+	// AgentsBucket is the KV bucket of agents last seen, keyed by agent name.
+	AgentsBucket = "outpost_agents"
+	// CredsBucket is the KV bucket of issued credentials, keyed by name.
+	CredsBucket = "outpost_creds"
+	// CoordinatorConsumer is the coordinator's durable consumer of status events.
+	CoordinatorConsumer = "coordinator"
+	// CoordinatorName is the credential name of the coordinator itself. It is
+	// reserved: no other credential may carry it.
+	CoordinatorName = "coordinator"
+	// ReaderSlots is how many replay consumers each reader may hold at once.
+	ReaderSlots = 4
+)
+
+// Subject roots.
+const (
+	Root          = "outpost"
+	APIPrefix     = Root + ".api"
+	JobsPrefix    = Root + ".jobs"
+	EventsPrefix  = Root + ".ev"
+	ControlPrefix = Root + ".ctl"
+	HeartbeatPfx  = Root + ".hb"
+	inboxPrefix   = "_INBOX_"
+	statusSuffix  = "status"
+	logSuffix     = "log"
+)
+
+// API verbs.
+const (
+	VerbSubmit = "submit"
+	VerbGet    = "get"
+	VerbList   = "list"
+	VerbStop   = "stop"
+)
+
+// Verbs lists every API verb the coordinator answers.
+var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop}
+
+var (
+	tokenRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+	jobRE   = regexp.MustCompile(`^[0-9a-z]{26}$`)
+)
+
+// ValidName reports whether s may be used as a credential name: 1 to 64 of
+// a-z, 0-9, '_' and '-'. Names are pasted into permission templates by the
+// server unchecked, so nothing else may ever be signed.
+func ValidName(s string) error {
+	if !tokenRE.MatchString(s) {
+		return fmt.Errorf("%w: name %q must be 1-64 characters of a-z, 0-9, '_' or '-'", ErrBadToken, s)
+	}
+	return nil
+}
+
+// ValidTag reports whether s may be used as a tag (a pool of agents).
+func ValidTag(s string) error {
+	if !tokenRE.MatchString(s) {
+		return fmt.Errorf("%w: tag %q must be 1-64 characters of a-z, 0-9, '_' or '-'", ErrBadToken, s)
+	}
+	return nil
+}
+
+// ValidJobID reports whether s has the shape of a job ID: 26 characters of
+// lower-case Crockford base32 (a lower-cased ULID), so IDs sort by time.
+func ValidJobID(s string) error {
+	if !jobRE.MatchString(s) {
+		return fmt.Errorf("%w: job ID %q is not 26 characters of 0-9 and a-z (see 'outpost ls')", ErrBadToken, s)
+	}
+	return nil
+}
+
+// Inbox is the private inbox prefix of the credential called name. Only that
+// credential may subscribe below it, so replies cannot be read by others.
+func Inbox(name string) string { return inboxPrefix + name }
+
+// InInbox reports whether reply lies inside name's inbox prefix.
+func InInbox(reply, name string) bool {
+	return strings.HasPrefix(reply, Inbox(name)+".")
+}
+
+// APISubject is the subject on which name asks the coordinator to do verb.
+func APISubject(name, verb string) string { return APIPrefix + "." + name + "." + verb }
+
+// APIAll is the coordinator's subscription to every API request.
+const APIAll = APIPrefix + ".*.*"
+
+// ParseAPI splits an API subject into the requester's name and the verb. It
+// refuses any subject that is not exactly outpost.api.<name>.<verb> with a
+// valid name and a known verb.
+func ParseAPI(subject string) (name, verb string, err error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != Root || t[1] != "api" {
+		return "", "", fmt.Errorf("%w: %q is not outpost.api.<name>.<verb>", ErrBadSubject, subject)
+	}
+	if err := ValidName(t[2]); err != nil {
+		return "", "", err
+	}
+	for _, v := range Verbs {
+		if t[3] == v {
+			return t[2], v, nil
+		}
+	}
+	return "", "", fmt.Errorf("%w: unknown verb %q (want one of %s)", ErrBadSubject, t[3], strings.Join(Verbs, ", "))
+}
+
+// JobSubject is the subject a job request for tag is published on.
+func JobSubject(tag, id string) string { return JobsPrefix + "." + tag + "." + id }
+
+// JobsFilter matches every job request of tag.
+func JobsFilter(tag string) string { return JobsPrefix + "." + tag + ".>" }
+
+// AgentsConsumer is the durable pull consumer all agents of tag share.
+func AgentsConsumer(tag string) string { return "agents-" + tag }
+
+// ParseJob splits a job subject into tag and job ID.
+func ParseJob(subject string) (tag, id string, err error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != Root || t[1] != "jobs" {
+		return "", "", fmt.Errorf("%w: %q is not outpost.jobs.<tag>.<job>", ErrBadSubject, subject)
+	}
+	if err := ValidTag(t[2]); err != nil {
+		return "", "", err
+	}
+	if err := ValidJobID(t[3]); err != nil {
+		return "", "", err
+	}
+	return t[2], t[3], nil
+}
+
+// EventKind tells a status event from a log message.
+type EventKind string
+
+const (
+	KindStatus EventKind = statusSuffix
+	KindLog    EventKind = logSuffix
+)
+
+// EventSubject is the subject of a job's status events or log lines.
+func EventSubject(tag, owner, id string, kind EventKind) string {
+	return EventsPrefix + "." + tag + "." + owner + "." + id + "." + string(kind)
+}
+
+// JobEvents matches all events of one job: the filter a replay consumer uses.
+func JobEvents(tag, owner, id string) string {
+	return EventsPrefix + "." + tag + "." + owner + "." + id + ".>"
+}
+
+// AllStatus matches every status event of every job.
+const AllStatus = EventsPrefix + ".*.*.*." + statusSuffix
+
+// Event is a parsed event subject.
+type Event struct {
+	Tag, Owner, Job string
+	Kind            EventKind
+}
+
+// ParseEvent splits an event subject. It refuses anything but the exact
+// shape outpost.ev.<tag>.<owner>.<job>.status|log.
+func ParseEvent(subject string) (Event, error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 6 || t[0] != Root || t[1] != "ev" {
+		return Event{}, fmt.Errorf("%w: %q is not outpost.ev.<tag>.<owner>.<job>.<kind>", ErrBadSubject, subject)
+	}
+	e := Event{Tag: t[2], Owner: t[3], Job: t[4], Kind: EventKind(t[5])}
+	if err := ValidTag(e.Tag); err != nil {
+		return Event{}, err
+	}
+	if err := ValidName(e.Owner); err != nil {
+		return Event{}, err
+	}
+	if err := ValidJobID(e.Job); err != nil {
+		return Event{}, err
+	}
+	if e.Kind != KindStatus && e.Kind != KindLog {
+		return Event{}, fmt.Errorf("%w: %q ends in neither status nor log", ErrBadSubject, subject)
+	}
+	return e, nil
+}
+
+// ControlSubject is the subject on which the coordinator tells the agents of tag
+// to act on a job (stop it).
+func ControlSubject(tag, id string) string { return ControlPrefix + "." + tag + "." + id }
+
+// ControlFilter matches every control message of tag.
+func ControlFilter(tag string) string { return ControlPrefix + "." + tag + ".*" }
+
+// ParseControl splits a control subject into tag and job ID.
+func ParseControl(subject string) (tag, id string, err error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != Root || t[1] != "ctl" {
+		return "", "", fmt.Errorf("%w: %q is not outpost.ctl.<tag>.<job>", ErrBadSubject, subject)
+	}
+	if err := ValidTag(t[2]); err != nil {
+		return "", "", err
+	}
+	if err := ValidJobID(t[3]); err != nil {
+		return "", "", err
+	}
+	return t[2], t[3], nil
+}
+
+// HeartbeatSubject is the subject an agent announces itself on, once per tag.
+func HeartbeatSubject(tag, agent string) string { return HeartbeatPfx + "." + tag + "." + agent }
+
+// HeartbeatAll matches every agent's heartbeat.
+const HeartbeatAll = HeartbeatPfx + ".*.*"
+
+// ParseHeartbeat splits a heartbeat subject into tag and agent name.
+func ParseHeartbeat(subject string) (tag, agent string, err error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != Root || t[1] != "hb" {
+		return "", "", fmt.Errorf("%w: %q is not outpost.hb.<tag>.<agent>", ErrBadSubject, subject)
+	}
+	if err := ValidTag(t[2]); err != nil {
+		return "", "", err
+	}
+	if err := ValidName(t[3]); err != nil {
+		return "", "", err
+	}
+	return t[2], t[3], nil
+}
+
+// ReaderConsumer is the name of a reader's replay consumer in slot (1 to
+// ReaderSlots). Permissions pin readers to these names, so no reader can
+// touch another's consumer or the coordinator's.
+func ReaderConsumer(name string, slot int) string {
+	return "r_" + name + "_" + strconv.Itoa(slot)
+}
+
+// MsgID is the de-duplication ID of a job's message: the status of a state,
+// or the log message whose first line is seq.
+func MsgID(job string, attempt int, part string) string {
+	return job + "." + strconv.Itoa(attempt) + "." + part
+}
