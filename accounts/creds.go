@@ -228,3 +228,8 @@ func (a *Authority) EnsureCreds(req Request) (string, error) {
 	}
 	return a.SaveCreds(req.Name, c.Creds)
 }
+
+// CredsFiles lists the creds files kept in the data directory.
+func (a *Authority) CredsFiles() ([]string, error) {
+	return filepath.Glob(filepath.Join(a.dir, credsDir, "*.creds"))
+}

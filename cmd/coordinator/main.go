@@ -190,9 +190,15 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 	if err != nil {
 		return err
 	}
-	for _, req := range bootstrapCreds()[1:] {
-		if err := co.Register(dctx, auth.CredsPath(req.Name)); err != nil {
-			return err
+	// Every creds file in the data directory is registered: the bootstrap
+	// ones, and any an operator issued offline with accounts.EnsureCreds.
+	files, err := auth.CredsFiles()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := co.Register(dctx, f); err != nil {
+			return fmt.Errorf("register %s: %w", f, err)
 		}
 	}
 	cctx, ccancel := context.WithCancel(context.Background())
