@@ -45,6 +45,8 @@ type Agent struct {
 	grace time.Duration
 	log   *slog.Logger
 
+	jobs sync.WaitGroup // executions under way
+
 	mu      sync.Mutex
 	running map[string]*process
 	stopped map[string]time.Time // stop requests for jobs not (yet) running here
@@ -122,6 +124,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.stopAll()
 	wg.Wait()
+	a.jobs.Wait()
 	return err
 }
 
@@ -180,9 +183,12 @@ func (a *Agent) pull(ctx context.Context, tag string) error {
 		}
 		for m := range batch.Messages() {
 			if !a.takeSlot(ctx, m, ackWait) {
+				_ = m.Nak()
 				break
 			}
+			a.jobs.Add(1)
 			go func() {
+				defer a.jobs.Done()
 				defer func() { <-a.slots }()
 				a.execute(ctx, m, ackWait)
 			}()

@@ -94,7 +94,15 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		return fmt.Errorf("read events: %w", err)
 	}
 	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Stop()
+		case <-done:
+		}
+	}()
 
 	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
 	lastAttempt := 0

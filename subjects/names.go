@@ -103,19 +103,19 @@ const APIAll = APIPrefix + ".*.*"
 // refuses any subject that is not exactly outpost.api.<name>.<verb> with a
 // valid name and a known verb.
 func ParseAPI(subject string) (name, verb string, err error) {
-	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != Root || t[1] != "api" {
-		return "", "", fmt.Errorf("%w: %q is not outpost.api.<name>.<verb>", ErrBadSubject, subject)
+	t, err := tokens(subject, "api", "outpost.api.<name>.<verb>", 2)
+	if err == nil {
+		err = ValidName(t[0])
 	}
-	if err := ValidName(t[2]); err != nil {
+	if err != nil {
 		return "", "", err
 	}
 	for _, v := range Verbs {
-		if t[3] == v {
-			return t[2], v, nil
+		if t[1] == v {
+			return t[0], v, nil
 		}
 	}
-	return "", "", fmt.Errorf("%w: unknown verb %q (want one of %s)", ErrBadSubject, t[3], strings.Join(Verbs, ", "))
+	return "", "", fmt.Errorf("%w: unknown verb %q (want one of %s)", ErrBadSubject, t[1], strings.Join(Verbs, ", "))
 }
 
 // JobSubject is the subject a job request for tag is published on.
@@ -129,17 +129,7 @@ func AgentsConsumer(tag string) string { return "agents-" + tag }
 
 // ParseJob splits a job subject into tag and job ID.
 func ParseJob(subject string) (tag, id string, err error) {
-	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != Root || t[1] != "jobs" {
-		return "", "", fmt.Errorf("%w: %q is not outpost.jobs.<tag>.<job>", ErrBadSubject, subject)
-	}
-	if err := ValidTag(t[2]); err != nil {
-		return "", "", err
-	}
-	if err := ValidJobID(t[3]); err != nil {
-		return "", "", err
-	}
-	return t[2], t[3], nil
+	return tagAndID(subject, "jobs", "outpost.jobs.<tag>.<job>")
 }
 
 // EventKind tells a status event from a log message.
@@ -172,18 +162,12 @@ type Event struct {
 // ParseEvent splits an event subject. It refuses anything but the exact
 // shape outpost.ev.<tag>.<owner>.<job>.status|log.
 func ParseEvent(subject string) (Event, error) {
-	t := strings.Split(subject, ".")
-	if len(t) != 6 || t[0] != Root || t[1] != "ev" {
-		return Event{}, fmt.Errorf("%w: %q is not outpost.ev.<tag>.<owner>.<job>.<kind>", ErrBadSubject, subject)
-	}
-	e := Event{Tag: t[2], Owner: t[3], Job: t[4], Kind: EventKind(t[5])}
-	if err := ValidTag(e.Tag); err != nil {
+	t, err := tokens(subject, "ev", "outpost.ev.<tag>.<owner>.<job>.<kind>", 4)
+	if err != nil {
 		return Event{}, err
 	}
-	if err := ValidName(e.Owner); err != nil {
-		return Event{}, err
-	}
-	if err := ValidJobID(e.Job); err != nil {
+	e := Event{Tag: t[0], Owner: t[1], Job: t[2], Kind: EventKind(t[3])}
+	if err := first(ValidTag(e.Tag), ValidName(e.Owner), ValidJobID(e.Job)); err != nil {
 		return Event{}, err
 	}
 	if e.Kind != KindStatus && e.Kind != KindLog {
@@ -201,17 +185,7 @@ func ControlFilter(tag string) string { return ControlPrefix + "." + tag + ".*" 
 
 // ParseControl splits a control subject into tag and job ID.
 func ParseControl(subject string) (tag, id string, err error) {
-	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != Root || t[1] != "ctl" {
-		return "", "", fmt.Errorf("%w: %q is not outpost.ctl.<tag>.<job>", ErrBadSubject, subject)
-	}
-	if err := ValidTag(t[2]); err != nil {
-		return "", "", err
-	}
-	if err := ValidJobID(t[3]); err != nil {
-		return "", "", err
-	}
-	return t[2], t[3], nil
+	return tagAndID(subject, "ctl", "outpost.ctl.<tag>.<job>")
 }
 
 // HeartbeatSubject is the subject an agent announces itself on, once per tag.
@@ -222,17 +196,14 @@ const HeartbeatAll = HeartbeatPfx + ".*.*"
 
 // ParseHeartbeat splits a heartbeat subject into tag and agent name.
 func ParseHeartbeat(subject string) (tag, agent string, err error) {
-	t := strings.Split(subject, ".")
-	if len(t) != 4 || t[0] != Root || t[1] != "hb" {
-		return "", "", fmt.Errorf("%w: %q is not outpost.hb.<tag>.<agent>", ErrBadSubject, subject)
+	t, err := tokens(subject, "hb", "outpost.hb.<tag>.<agent>", 2)
+	if err == nil {
+		err = first(ValidTag(t[0]), ValidName(t[1]))
 	}
-	if err := ValidTag(t[2]); err != nil {
+	if err != nil {
 		return "", "", err
 	}
-	if err := ValidName(t[3]); err != nil {
-		return "", "", err
-	}
-	return t[2], t[3], nil
+	return t[0], t[1], nil
 }
 
 // ReaderConsumer is the name of a reader's replay consumer in slot (1 to
@@ -246,4 +217,36 @@ func ReaderConsumer(name string, slot int) string {
 // or the log message whose first line is seq.
 func MsgID(job string, attempt int, part string) string {
 	return job + "." + strconv.Itoa(attempt) + "." + part
+}
+
+// tokens splits subject and checks that it is outpost.<kind> followed by n
+// more tokens, which it returns; shape names the expected form in errors.
+func tokens(subject, kind, shape string, n int) ([]string, error) {
+	t := strings.Split(subject, ".")
+	if len(t) != n+2 || t[0] != Root || t[1] != kind {
+		return nil, fmt.Errorf("%w: %q is not %s", ErrBadSubject, subject, shape)
+	}
+	return t[2:], nil
+}
+
+// tagAndID parses outpost.<kind>.<tag>.<job>.
+func tagAndID(subject, kind, shape string) (tag, id string, err error) {
+	t, err := tokens(subject, kind, shape, 2)
+	if err == nil {
+		err = first(ValidTag(t[0]), ValidJobID(t[1]))
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return t[0], t[1], nil
+}
+
+// first returns the first non-nil error.
+func first(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -56,11 +56,7 @@ func statusCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(g.stdout, rec)
-				}
-				printRecord(g.stdout, rec)
-				return nil
+				return g.render(output, rec, func(w io.Writer) { printRecord(w, rec) })
 			})
 		},
 	}
@@ -91,11 +87,7 @@ func lsCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(g.stdout, recs)
-				}
-				printTable(g.stdout, recs)
-				return nil
+				return g.render(output, recs, func(w io.Writer) { printTable(w, recs) })
 			})
 		},
 	}

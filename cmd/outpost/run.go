@@ -62,11 +62,7 @@ it. With --detach it prints the job ID and returns at once.`,
 				return err
 			}
 			if detach {
-				if output == "json" {
-					return printJSON(g.stdout, rec)
-				}
-				fmt.Fprintln(g.stdout, rec.ID)
-				return nil
+				return g.render(output, rec, func(w io.Writer) { fmt.Fprintln(w, rec.ID) })
 			}
 			return follow(cmd.Context(), g, c, rec.ID, rec.Tag, true)
 		},
@@ -186,6 +182,15 @@ func readInput(path string) (string, error) {
 		return "", fmt.Errorf("--stdin: %w", err)
 	}
 	return string(b), nil
+}
+
+// render writes v as indented JSON with -o json, or as text otherwise.
+func (g *globals) render(output string, v any, text func(io.Writer)) error {
+	if output == "json" {
+		return printJSON(g.stdout, v)
+	}
+	text(g.stdout)
+	return nil
 }
 
 func printJSON(w io.Writer, v any) error {
