@@ -15,6 +15,11 @@ type ServerConfig struct {
 	Port int
 	// ServerName names the server in logs and JetStream metadata.
 	ServerName string
+	// TLS, when its certificate is set, makes clients connect with TLS 1.2
+	// or later; with Verify, they must also present a certificate signed by
+	// the CA (mTLS), on top of their JWT.
+	TLS    TLSFiles
+	Verify bool
 }
 
 // ServerConfigPath is where WriteServerConfig puts the configuration.
@@ -57,6 +62,19 @@ resolver_preload: {
 jetstream: {
   store_dir: {{printf "%q" .JetStreamDir}}
 }
+{{- with .TLS}}{{if .ServerCert}}
+
+tls: {
+  cert_file: {{printf "%q" .ServerCert}}
+  key_file: {{printf "%q" .ServerKey}}
+{{- if .CA}}
+  ca_file: {{printf "%q" .CA}}
+{{- end}}
+  verify: {{$.Verify}}
+  min_version: "1.2"
+  timeout: 2
+}
+{{- end}}{{end}}
 `))
 
 // WriteServerConfig writes a nats-server configuration that runs Outpost's
@@ -76,6 +94,7 @@ func (a *Authority) WriteServerConfig(c ServerConfig) (string, error) {
 		"Path": a.ServerConfigPath(), "ServerName": c.ServerName, "Host": c.Host, "Port": c.Port,
 		"OperatorJWT": a.OperatorJWTPath(), "Sys": a.SysPublicKey(),
 		"ResolverDir": a.ResolverDir(), "JetStreamDir": a.JetStreamDir(), "Accounts": accts,
+		"TLS": c.TLS, "Verify": c.Verify,
 	})
 	if err != nil {
 		return "", fmt.Errorf("server config: %w", err)

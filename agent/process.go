@@ -94,7 +94,14 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	a.mu.Lock()
 	a.running[job.ID] = p
+	// A stop that came after the job was reported running, but before
+	// its process was here to receive it, waits in a.stopped.
+	_, stopNow := a.stopped[job.ID]
+	delete(a.stopped, job.ID)
 	a.mu.Unlock()
+	if stopNow {
+		p.stop(subjects.StateStopped, a.grace)
+	}
 	defer func() {
 		a.mu.Lock()
 		delete(a.running, job.ID)
@@ -204,7 +211,7 @@ func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
 		dir = job.Dir
 	case job.Dir != "":
 		dir = filepath.Join(own, job.Dir)
-		if !strings.HasPrefix(dir, own+string(filepath.Separator)) {
+		if dir != own && !strings.HasPrefix(dir, own+string(filepath.Separator)) {
 			cleanup()
 			return "", nil, fmt.Errorf("dir %q leaves the job's work directory", job.Dir)
 		}

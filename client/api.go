@@ -60,7 +60,12 @@ func (c *Conn) call(ctx context.Context, verb string, req any) (*subjects.Reply,
 	if err != nil {
 		return nil, err
 	}
+	if verb == subjects.VerbSubmit && len(b) > subjects.MaxSubmitBytes {
+		return nil, subjects.Errorf(subjects.CodeTooLarge, "the job spec is %d bytes, at most %d are allowed (large stdin belongs in a file the job fetches)", len(b), subjects.MaxSubmitBytes)
+	}
 	subj := subjects.APISubject(c.Identity.Name, verb)
+	ctx, stop := c.cancelOnDenial(ctx)
+	defer stop()
 	m, err := c.RequestWithContext(ctx, subj, b)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):

@@ -31,10 +31,32 @@ type DialOptions struct {
 	// forever, as a long-running agent wants. A CLI leaves it off and fails
 	// fast on an unreachable server.
 	Reconnect bool
+	// TLS configures TLS: the CA that signed the server's certificate, and a
+	// client certificate and key where the server wants mTLS.
+	TLS TLS
 	// Logger receives connection events; nil means slog.Default.
 	Logger *slog.Logger
 	// Options are passed to nats.Connect after Outpost's own.
 	Options []nats.Option
+}
+
+// TLS names the PEM files of a TLS connection; empty fields are unused.
+type TLS struct {
+	CA, Cert, Key string
+}
+
+func (t TLS) options() ([]nats.Option, error) {
+	var out []nats.Option
+	if t.CA != "" {
+		out = append(out, nats.RootCAs(t.CA))
+	}
+	if (t.Cert == "") != (t.Key == "") {
+		return nil, errors.New("a TLS client certificate needs both --tls-cert and --tls-key")
+	}
+	if t.Cert != "" {
+		out = append(out, nats.ClientCert(t.Cert, t.Key))
+	}
+	return out, nil
 }
 
 // Conn is a NATS connection that knows whose credential it uses.
@@ -43,8 +65,10 @@ type Conn struct {
 	JS       jetstream.JetStream
 	Identity accounts.Identity
 
-	mu     sync.Mutex
-	denied error
+	mu       sync.Mutex
+	denied   error
+	onDenial map[int]context.CancelFunc
+	nextID   int
 }
 
 // Dial connects with the creds file and the caller's private inbox prefix.
@@ -70,6 +94,9 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(err.Error(), "Permissions Violation") {
 				c.mu.Lock()
 				c.denied = err
+				for _, cancel := range c.onDenial {
+					cancel()
+				}
 				c.mu.Unlock()
 			}
 			log.Warn("nats error", "err", err)
@@ -86,6 +113,11 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	} else {
 		opts = append(opts, nats.MaxReconnects(60), nats.ReconnectWait(500*time.Millisecond))
 	}
+	tlsOpts, err := o.TLS.options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, tlsOpts...)
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(dl)))
 	}
@@ -107,6 +139,8 @@ func dialError(o DialOptions, err error) error {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
 		strings.Contains(strings.ToLower(err.Error()), "authorization"):
 		return fmt.Errorf("the server at %s refused the credential in %s (revoked, expired, or issued by another operator?): %w", o.URL, o.Creds, err)
+	case strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") || errors.Is(err, nats.ErrSecureConnRequired):
+		return fmt.Errorf("TLS with %s failed (check --tls-ca, and --tls-cert/--tls-key where the server wants a client certificate): %w", o.URL, err)
 	case errors.Is(err, nats.ErrNoServers):
 		return fmt.Errorf("cannot reach NATS at %s: is the coordinator running ('make run'), or is --server wrong?: %w", o.URL, err)
 	}
@@ -122,12 +156,34 @@ func (c *Conn) Denied() error {
 	return c.denied
 }
 
+// cancelOnDenial returns a context that ends as soon as the server reports
+// a permission violation on this connection, so a denied request fails at
+// once instead of waiting out its deadline.
+func (c *Conn) cancelOnDenial(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	c.mu.Lock()
+	if c.onDenial == nil {
+		c.onDenial = map[int]context.CancelFunc{}
+	}
+	id := c.nextID
+	c.nextID++
+	c.onDenial[id] = cancel
+	c.denied = nil
+	c.mu.Unlock()
+	return ctx, func() {
+		c.mu.Lock()
+		delete(c.onDenial, id)
+		c.mu.Unlock()
+		cancel()
+	}
+}
+
 // explain turns a timeout that a permission denial caused into the denial.
 func (c *Conn) explain(err error) error {
 	if err == nil {
 		return nil
 	}
-	if d := c.Denied(); d != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+	if d := c.Denied(); d != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
 		return fmt.Errorf("permission denied: %w", d)
 	}
 	return err

@@ -3,9 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -148,9 +150,14 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 func (c *Conn) readerConsumer(ctx context.Context, filter string) (jetstream.Consumer, string, error) {
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
 		name := subjects.ReaderConsumer(c.Identity.Name, slot)
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, stop := c.cancelOnDenial(ctx)
+		cctx, cancel := context.WithTimeout(cctx, 5*time.Second)
 		cons, err := c.JS.CreateConsumer(cctx, subjects.EventsStream, jetstream.ConsumerConfig{
-			Name:              name,
+			Name: name,
+			// Unique, so that the server refuses to hand a slot in use to a
+			// second read of the same job (it returns an existing consumer
+			// whose config is equal): the reads would split the events.
+			Description:       "outpost reader " + rand.Text(),
 			FilterSubject:     filter,
 			AckPolicy:         jetstream.AckNonePolicy,
 			DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -158,6 +165,7 @@ func (c *Conn) readerConsumer(ctx context.Context, filter string) (jetstream.Con
 			MemoryStorage:     true,
 		})
 		cancel()
+		stop()
 		switch {
 		case err == nil:
 			return cons, name, nil
@@ -239,11 +247,16 @@ func (r *reorder) emit(l *LogLines) error {
 	return r.fn(Event{Log: l})
 }
 
-// flush hands over everything held, in order, gaps and all.
+// flush hands over everything held, in order, gaps and all (but no
+// duplicate), attempt by attempt.
 func (r *reorder) flush() error {
-	for a, held := range r.held {
+	for _, a := range slices.Sorted(maps.Keys(r.held)) {
+		held := r.held[a]
 		slices.SortFunc(held, func(x, y *LogLines) int { return x.Seq - y.Seq })
 		for _, l := range held {
+			if next, ok := r.next[a]; ok && l.Seq < next {
+				continue // a duplicate
+			}
 			if err := r.emit(l); err != nil {
 				return err
 			}

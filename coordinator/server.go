@@ -17,6 +17,10 @@ import (
 type ServerOptions struct {
 	// Listen is host:port for client connections; port 0 picks a free one.
 	Listen string
+	// TLS, when its server certificate is set, requires TLS of clients;
+	// with Verify they must present a certificate signed by TLS.CA too.
+	TLS    accounts.TLSFiles
+	Verify bool
 	// Logger receives the server's own log lines; nil keeps it quiet.
 	Logger *slog.Logger
 }
@@ -37,8 +41,13 @@ func StartServer(auth *accounts.Authority, o ServerOptions) (*Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if err := portFree(o.Listen); err != nil {
+		return nil, err
 	}
-	conf, err := auth.WriteServerConfig(accounts.ServerConfig{Host: host, Port: port})
+	if o.Verify && o.TLS.CA == "" {
+		return nil, fmt.Errorf("client certificate verification needs a CA (--tls-ca)")
+	}
+	conf, err := auth.WriteServerConfig(accounts.ServerConfig{Host: host, Port: port, TLS: o.TLS, Verify: o.Verify})
 	if err != nil {
 		return nil, err
 	}
@@ -103,3 +112,13 @@ func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...
 func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+
+// portFree fails at once on an address in use, which the server itself
+// would only log while its caller waited for it to become ready.
+func portFree(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s (is another coordinator or nats-server running? pick another address with --listen): %w", addr, err)
+	}
+	return l.Close()
+}

@@ -50,7 +50,7 @@ const (
 )
 
 // Verbs lists every API verb the coordinator answers.
-var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop}
+var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop, VerbIssue, VerbRevoke, VerbCreds}
 
 var (
 	tokenRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)

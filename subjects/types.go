@@ -3,6 +3,7 @@ package subjects
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -129,7 +130,8 @@ func strictUnmarshal(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("malformed JSON: %w", err)
 	}
-	if dec.More() {
+	// dec.More would miss a stray '}' or ']' after the object.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("malformed JSON: trailing data after the object")
 	}
 	return nil
@@ -296,9 +298,13 @@ func ParseRequest(data []byte, v any) error {
 
 // Reply is every API reply: exactly one of its fields is set.
 type Reply struct {
-	Job   *Record  `json:"job,omitempty"`
-	Jobs  []Record `json:"jobs,omitempty"`
-	Error *Error   `json:"error,omitempty"`
+	Job         *Record      `json:"job,omitempty"`
+	Jobs        []Record     `json:"jobs,omitzero"`
+	Credential  *Credential  `json:"credential,omitempty"`
+	Credentials []Credential `json:"credentials,omitempty"`
+	// Creds is a new credential's creds file: the only copy of its seed.
+	Creds string `json:"creds,omitempty"`
+	Error *Error `json:"error,omitempty"`
 }
 
 // Err returns the reply's error, if any, as an error value.

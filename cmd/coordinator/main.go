@@ -61,6 +61,10 @@ func bootstrapCreds() []accounts.Request {
 // initialise creates the identity in data (or loads it) and the bootstrap
 // creds files, and writes the server configuration.
 func initialise(data, listen string) (*accounts.Authority, bool, error) {
+	// A bad flag must not leave a data directory behind.
+	if _, _, err := coordinator.ParseListen(listen); err != nil {
+		return nil, false, err
+	}
 	auth, created, err := accounts.Init(data)
 	if err != nil {
 		return nil, false, fmt.Errorf("initialise %s: %w", data, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,12 @@ it. With --detach it prints the job ID and returns at once.`,
 		Example: `  outpost run --tag local -- sh -c 'echo hi; echo oops >&2; exit 3'
   outpost run --tag gpu --env MODEL=small --timeout 1h -- ./train.sh
   id=$(outpost run --tag local --detach -- make test)`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("no command to run: give it after --, such as 'outpost run --tag local -- echo hi'")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Command = args
 			spec.Timeout = subjects.Duration(timeout)

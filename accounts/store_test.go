@@ -1,0 +1,442 @@
+package accounts_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+func newAuthority(t *testing.T) *accounts.Authority {
+	t.Helper()
+	a, created, err := accounts.Init(filepath.Join(t.TempDir(), "data"))
+	if err != nil || !created {
+		t.Fatalf("Init = %v, created %v", err, created)
+	}
+	return a
+}
+
+func mode(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func TestInitIsIdempotent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	a, created, err := accounts.Init(dir)
+	if err != nil || !created {
+		t.Fatalf("first Init = %v, created %v", err, created)
+	}
+	b, created, err := accounts.Init(dir)
+	if err != nil || created {
+		t.Fatalf("second Init = %v, created %v", err, created)
+	}
+	if a.WorkPublicKey() != b.WorkPublicKey() || a.SysPublicKey() != b.SysPublicKey() {
+		t.Error("the second Init made new account keys")
+	}
+	if !reflect.DeepEqual(a.AccountJWTs(), b.AccountJWTs()) {
+		t.Error("the second Init changed the account JWTs")
+	}
+	o, err := accounts.Open(dir)
+	if err != nil || o.WorkPublicKey() != a.WorkPublicKey() {
+		t.Fatalf("Open = %v", err)
+	}
+	// A credential signed before the reload is signed by the same role key
+	// after it.
+	c1, _ := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	c2, _ := b.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	if issuer(t, c1.JWT) != issuer(t, c2.JWT) {
+		t.Error("the role signing key changed across Init")
+	}
+	// Nothing of the staging directory is left behind.
+	left, _ := filepath.Glob(filepath.Join(dir, ".init-*"))
+	if len(left) > 0 {
+		t.Errorf("staging left behind: %v", left)
+	}
+}
+
+func issuer(t *testing.T, tok string) string {
+	t.Helper()
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uc.Issuer
+}
+
+func TestInitFileModes(t *testing.T) {
+	a := newAuthority(t)
+	if m := mode(t, a.Dir()); m != 0o700 {
+		t.Errorf("data directory has mode %o", m)
+	}
+	for _, d := range []string{"keys", "jwt", "creds"} {
+		if m := mode(t, filepath.Join(a.Dir(), d)); m != 0o700 {
+			t.Errorf("%s/ has mode %o", d, m)
+		}
+	}
+	seeds, _ := filepath.Glob(filepath.Join(a.Dir(), "keys", "*.nk"))
+	if len(seeds) != 3+len(accounts.Roles) {
+		t.Errorf("keys/ holds %d seeds: %v", len(seeds), seeds)
+	}
+	jwts, _ := filepath.Glob(filepath.Join(a.Dir(), "jwt", "*.jwt"))
+	for _, f := range append(seeds, jwts...) {
+		if m := mode(t, f); m != 0o600 {
+			t.Errorf("%s has mode %o", f, m)
+		}
+	}
+	p, err := a.EnsureCreds(accounts.Request{Name: "admin", Role: accounts.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, p); m != 0o600 {
+		t.Errorf("creds file has mode %o", m)
+	}
+	conf, err := a.WriteServerConfig(accounts.ServerConfig{Host: "127.0.0.1", Port: 4222})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, conf); m != 0o600 {
+		t.Errorf("server config has mode %o", m)
+	}
+}
+
+func TestInitRefusesHalfMadeDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys", "operator.nk"), []byte("SO..."), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := accounts.Init(dir); err == nil || !strings.Contains(err.Error(), "partial identity") {
+		t.Fatalf("Init over a half-made directory = %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "keys", "operator.nk")); string(b) != "SO..." {
+		t.Error("Init replaced a key it found")
+	}
+	if _, err := accounts.Open(t.TempDir()); !errors.Is(err, accounts.ErrNotInitialised) {
+		t.Errorf("Open of an empty directory = %v", err)
+	}
+}
+
+func TestWorkAccountCarriesRoleTemplates(t *testing.T) {
+	a := newAuthority(t)
+	ac, err := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.Name != accounts.WorkAccount || !ac.Limits.IsJSEnabled() {
+		t.Errorf("account %q, JetStream %v", ac.Name, ac.Limits.IsJSEnabled())
+	}
+	roles := map[string]bool{}
+	for key := range ac.SigningKeys {
+		scope, ok := ac.SigningKeys.GetScope(key)
+		if !ok || scope == nil {
+			t.Errorf("signing key %s is not scoped", key)
+			continue
+		}
+		us := scope.(*jwt.UserScope)
+		roles[us.Role] = true
+		if !reflect.DeepEqual(us.Template.Permissions, accounts.Permissions(accounts.Role(us.Role))) {
+			t.Errorf("role %s: template differs from Permissions", us.Role)
+		}
+	}
+	for _, r := range accounts.Roles {
+		if !roles[string(r)] {
+			t.Errorf("no signing key for role %s", r)
+		}
+	}
+}
+
+func TestUpdateWorkAccount(t *testing.T) {
+	t.Parallel()
+	a := newAuthority(t)
+	var iats []int64
+	for i := range 2 {
+		tok, err := a.UpdateWorkAccount(func(ac *jwt.AccountClaims) { ac.Description = "update " + string(rune('0'+i)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ac, err := jwt.DecodeAccountClaims(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iats = append(iats, ac.IssuedAt)
+	}
+	if iats[1] <= iats[0] {
+		t.Errorf("second update issued at %d, not after %d: the server would ignore it", iats[1], iats[0])
+	}
+	b, err := accounts.Open(a.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, _ := jwt.DecodeAccountClaims(b.AccountJWTs()[b.WorkPublicKey()])
+	if ac.Description != "update 1" {
+		t.Errorf("reloaded account says %q", ac.Description)
+	}
+}
+
+func TestIssue(t *testing.T) {
+	a := newAuthority(t)
+	c, err := a.Issue(accounts.Request{Name: "gpu-box", Role: accounts.RoleAgent, Tags: []string{"gpu", "cpu", "gpu"}, Expires: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Tags, []string{"cpu", "gpu"}) {
+		t.Errorf("tags %v, want sorted and without duplicates", c.Tags)
+	}
+	if c.ExpiresAt == nil || time.Until(*c.ExpiresAt) <= 0 || time.Until(*c.ExpiresAt) > time.Hour {
+		t.Errorf("expires at %v", c.ExpiresAt)
+	}
+	uc, err := jwt.DecodeUserClaims(c.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.Name != "gpu-box" || uc.Subject != c.PublicKey || uc.IssuerAccount != a.WorkPublicKey() {
+		t.Errorf("claims: name %q subject %q issuer account %q", uc.Name, uc.Subject, uc.IssuerAccount)
+	}
+	// The credential carries no permissions of its own: they live on the
+	// role's scoped signing key.
+	if !uc.HasEmptyPermissions() {
+		t.Errorf("the user JWT carries permissions: %+v", uc.Permissions)
+	}
+	ac, _ := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
+	scope, ok := ac.SigningKeys.GetScope(uc.Issuer)
+	if !ok || scope == nil || scope.(*jwt.UserScope).Role != string(accounts.RoleAgent) {
+		t.Errorf("signed by %s, not the agent role key", uc.Issuer)
+	}
+	id, err := accounts.ParseCreds(c.Creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Name != "gpu-box" || id.Role != accounts.RoleAgent || !slices.Equal(id.Tags, c.Tags) ||
+		id.PublicKey != c.PublicKey || id.JWT != c.JWT || id.ExpiresAt.IsZero() {
+		t.Errorf("creds read back as %+v", id)
+	}
+	// Every credential has a key pair of its own.
+	d, _ := a.Issue(accounts.Request{Name: "gpu-box", Role: accounts.RoleAgent, Tags: []string{"gpu"}})
+	if d.PublicKey == c.PublicKey {
+		t.Error("two credentials share a key")
+	}
+	if d.ExpiresAt != nil {
+		t.Error("a credential without expiry expires")
+	}
+}
+
+func TestIssueValidatesFirst(t *testing.T) {
+	a := newAuthority(t)
+	tags := []string{"a"}
+	for _, tc := range []struct {
+		name string
+		req  accounts.Request
+		want string
+	}{
+		{"dotted name", accounts.Request{Name: "alice.evil", Role: accounts.RoleUser, Tags: tags}, `"alice.evil"`},
+		{"wildcard name", accounts.Request{Name: "*", Role: accounts.RoleUser, Tags: tags}, `"*"`},
+		{"full wildcard name", accounts.Request{Name: ">", Role: accounts.RoleAdmin}, `">"`},
+		{"upper-case name", accounts.Request{Name: "Alice", Role: accounts.RoleUser, Tags: tags}, `"Alice"`},
+		{"empty name", accounts.Request{Name: "", Role: accounts.RoleAdmin}, `""`},
+		{"long name", accounts.Request{Name: strings.Repeat("a", 65), Role: accounts.RoleAdmin}, "1-64"},
+		{"unicode name", accounts.Request{Name: "ålice", Role: accounts.RoleAdmin}, "name"},
+		{"tag with colon", accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"pool:*"}}, `"pool:*"`},
+		{"wildcard tag", accounts.Request{Name: "a1", Role: accounts.RoleAgent, Tags: []string{"*"}}, `"*"`},
+		{"full wildcard tag", accounts.Request{Name: "a1", Role: accounts.RoleAgent, Tags: []string{">"}}, `">"`},
+		{"dotted tag", accounts.Request{Name: "a1", Role: accounts.RoleAgent, Tags: []string{"a.b"}}, `"a.b"`},
+		{"one bad tag of two", accounts.Request{Name: "a1", Role: accounts.RoleAgent, Tags: []string{"a", "B"}}, `"B"`},
+		{"reserved name", accounts.Request{Name: subjects.CoordinatorName, Role: accounts.RoleUser, Tags: tags}, "reserved"},
+		{"reserved name as admin", accounts.Request{Name: subjects.CoordinatorName, Role: accounts.RoleAdmin}, "reserved"},
+		{"coordinator role under another name", accounts.Request{Name: "boss", Role: accounts.RoleCoordinator}, "reserved"},
+		{"agent without tag", accounts.Request{Name: "a1", Role: accounts.RoleAgent}, "at least one tag"},
+		{"user without tag", accounts.Request{Name: "alice", Role: accounts.RoleUser}, "at least one tag"},
+		{"observer without tag", accounts.Request{Name: "obs", Role: accounts.RoleObserver}, "at least one tag"},
+		{"unknown role", accounts.Request{Name: "x", Role: "root"}, `"root"`},
+		{"empty role", accounts.Request{Name: "x"}, "role"},
+		{"negative expiry", accounts.Request{Name: "x", Role: accounts.RoleAdmin, Expires: -time.Second}, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.req.Validate(); err == nil {
+				t.Error("Validate accepted it")
+			}
+			c, err := a.Issue(tc.req)
+			if err == nil {
+				t.Fatalf("issued %+v", c)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+			if c.JWT != "" || c.Creds != nil {
+				t.Error("a refused request still got a signed credential")
+			}
+		})
+	}
+	for _, req := range []accounts.Request{
+		{Name: "admin", Role: accounts.RoleAdmin},
+		{Name: subjects.CoordinatorName, Role: accounts.RoleCoordinator},
+		{Name: "alice", Role: accounts.RoleUser, Tags: tags},
+		{Name: "obs", Role: accounts.RoleObserver, Tags: []string{"a", "b"}},
+		{Name: strings.Repeat("a", 64), Role: accounts.RoleAgent, Tags: []string{strings.Repeat("t", 64)}},
+	} {
+		if _, err := a.Issue(req); err != nil {
+			t.Errorf("Issue(%+v) = %v", req, err)
+		}
+	}
+}
+
+func TestEnsureCreds(t *testing.T) {
+	a := newAuthority(t)
+	req := accounts.Request{Name: "local-agent", Role: accounts.RoleAgent, Tags: []string{"local"}}
+	p1, err := a.EnsureCreds(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, _ := os.ReadFile(p1)
+	p2, err := a.EnsureCreds(req)
+	if err != nil || p2 != p1 {
+		t.Fatalf("second EnsureCreds = %q, %v", p2, err)
+	}
+	if b2, _ := os.ReadFile(p2); string(b2) != string(b1) {
+		t.Error("the second EnsureCreds issued a new credential")
+	}
+	if !a.Exists("local-agent") || a.Exists("nobody") {
+		t.Error("Exists is wrong")
+	}
+	files, err := a.CredsFiles()
+	if err != nil || len(files) != 1 || files[0] != p1 {
+		t.Errorf("CredsFiles = %v, %v", files, err)
+	}
+	if _, err := a.EnsureCreds(accounts.Request{Name: "bad.name", Role: accounts.RoleAdmin}); err == nil {
+		t.Error("EnsureCreds issued a bad name")
+	}
+}
+
+func TestReadCredsErrors(t *testing.T) {
+	a := newAuthority(t)
+	dir := t.TempDir()
+	_, _, err := accounts.ReadCreds(filepath.Join(dir, "missing.creds"))
+	if err == nil || !strings.Contains(err.Error(), "--creds") || !strings.Contains(err.Error(), "OUTPOST_CREDS") {
+		t.Errorf("missing file: %v", err)
+	}
+	garbage := filepath.Join(dir, "garbage.creds")
+	os.WriteFile(garbage, []byte("this is not a creds file\n"), 0o600)
+	if _, _, err := accounts.ReadCreds(garbage); err == nil || !strings.Contains(err.Error(), garbage) {
+		t.Errorf("garbage: %v", err)
+	}
+	if _, _, err := accounts.ReadCreds(dir); err == nil {
+		t.Error("a directory read as creds")
+	}
+
+	alice, _ := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	bob, _ := a.Issue(accounts.Request{Name: "bob", Role: accounts.RoleUser, Tags: []string{"a"}})
+	mixed := []byte(strings.Replace(string(alice.Creds), string(seedOf(t, alice.Creds)), string(seedOf(t, bob.Creds)), 1))
+	if _, err := accounts.ParseCreds(mixed); err == nil || !strings.Contains(err.Error(), "seed does not belong") {
+		t.Errorf("alice's JWT with bob's seed: %v", err)
+	}
+	// A JWT alone, with no seed, is no creds file.
+	if _, err := accounts.ParseCreds([]byte(alice.JWT)); err == nil {
+		t.Error("a bare JWT parsed as creds")
+	}
+	// A creds file whose JWT was edited no longer verifies.
+	if _, err := accounts.ParseCreds(tamper(t, alice.Creds, "pool:a", "pool:b")); err == nil {
+		t.Error("a tampered JWT parsed")
+	}
+	p, _ := a.SaveCreds("alice", alice.Creds)
+	id, data, err := accounts.ReadCreds(p)
+	if err != nil || id.Name != "alice" || string(data) != string(alice.Creds) {
+		t.Errorf("ReadCreds = %+v, %v", id, err)
+	}
+}
+
+// seedOf returns the seed in a creds file.
+func seedOf(t testing.TB, creds []byte) []byte {
+	t.Helper()
+	kp, err := jwt.ParseDecoratedUserNKey(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seed
+}
+
+func TestWriteServerConfigLoads(t *testing.T) {
+	a := newAuthority(t)
+	p, err := a.WriteServerConfig(accounts.ServerConfig{Host: "127.0.0.1", Port: 4333, ServerName: "edge-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p != a.ServerConfigPath() {
+		t.Errorf("written to %s, not %s", p, a.ServerConfigPath())
+	}
+	opts, err := server.ProcessConfigFile(p)
+	if err != nil {
+		t.Fatalf("nats-server does not load the config: %v", err)
+	}
+	if opts.Host != "127.0.0.1" || opts.Port != 4333 || opts.ServerName != "edge-1" {
+		t.Errorf("listen %s:%d name %q", opts.Host, opts.Port, opts.ServerName)
+	}
+	if !opts.JetStream || opts.StoreDir != a.JetStreamDir() {
+		t.Errorf("JetStream %v in %q", opts.JetStream, opts.StoreDir)
+	}
+	if opts.SystemAccount != a.SysPublicKey() {
+		t.Errorf("system account %q", opts.SystemAccount)
+	}
+	if len(opts.TrustedOperators) != 1 || opts.TrustedOperators[0].Name != accounts.OperatorName {
+		t.Errorf("trusted operators %v", opts.TrustedOperators)
+	}
+	if _, ok := opts.AccountResolver.(*server.DirAccResolver); !ok {
+		t.Errorf("resolver is %T, not a full (directory) resolver", opts.AccountResolver)
+	}
+	if opts.AccountResolver != nil {
+		opts.AccountResolver.Close()
+	}
+	text, _ := os.ReadFile(p)
+	for key, tok := range a.AccountJWTs() {
+		if !strings.Contains(string(text), key+`: "`+tok+`"`) {
+			t.Errorf("account %s is not preloaded", key)
+		}
+	}
+	if opts.NoAuthUser != "" || len(opts.Users) > 0 || len(opts.Nkeys) > 0 {
+		t.Error("the config lets someone in without a JWT")
+	}
+	// Default name.
+	if _, err := a.WriteServerConfig(accounts.ServerConfig{Host: "0.0.0.0", Port: 4222}); err != nil {
+		t.Fatal(err)
+	}
+	opts, err = server.ProcessConfigFile(p)
+	if err != nil || opts.ServerName != "outpost" {
+		t.Fatalf("default server name: %v", err)
+	}
+	if opts.AccountResolver != nil {
+		opts.AccountResolver.Close()
+	}
+}
+
+func TestParseRole(t *testing.T) {
+	for _, r := range accounts.Roles {
+		if got, err := accounts.ParseRole(string(r)); err != nil || got != r {
+			t.Errorf("ParseRole(%q) = %q, %v", r, got, err)
+		}
+	}
+	for _, s := range []string{"", "Admin", "root", "admin "} {
+		if _, err := accounts.ParseRole(s); err == nil {
+			t.Errorf("ParseRole(%q) accepted", s)
+		}
+	}
+}

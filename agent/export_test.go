@@ -1,0 +1,35 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Line is a line of job output (or a chunk of a long one), as the readers
+// hand it to the batcher.
+type Line = line
+
+// NewLine makes a Line.
+func NewLine(stream, text string, partial bool) Line {
+	return line{stream: stream, text: []byte(text), partial: partial}
+}
+
+// PublishLog batches lines from in and publishes them on subject as the log
+// messages of job's attempt, as run does with a job's output, and returns
+// once every message is stored.
+func PublishLog(ctx context.Context, js jetstream.JetStream, subject, job string, attempt int, in <-chan Line) {
+	pub := &publisher{js: js, retry: func(ctx context.Context, m *nats.Msg) error {
+		_, err := js.PublishMsg(ctx, m)
+		return err
+	}}
+	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub}
+	b.run(ctx, in)
+	pub.close(ctx)
+}
+
+// Stream, Text and Partial read a Line.
+func (l line) Stream() string { return l.stream }
+func (l line) Text() string   { return string(l.text) }
+func (l line) Partial() bool  { return l.partial }

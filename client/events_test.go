@@ -1,0 +1,314 @@
+package client_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/agent"
+	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/coordinator"
+	"github.com/outpost-run/outpost/internal/testenv"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+const ghost = "01jd7x3k9q8r6t5v4w3y2z1a0b" // a job ID no record has
+
+type site struct {
+	env             *testenv.Env
+	alice, bob, obs *client.Conn
+	agentA          *client.Conn
+	agentCredsA     string
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	env := testenv.New(t)
+	env.StartCoordinator(coordinator.Limits{})
+	s := &site{env: env, agentCredsA: env.Creds(accounts.RoleAgent, "agent-a", "a")}
+	s.agentA = env.Dial(s.agentCredsA)
+	s.alice = env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))
+	s.bob = env.Dial(env.Creds(accounts.RoleUser, "bob", "a"))
+	s.obs = env.Dial(env.Creds(accounts.RoleObserver, "obs", "a"))
+	return s
+}
+
+// history is what a read handed over, in order: "status:<state>" and
+// "<stream>:<seq>:<data>" items.
+type history []string
+
+func (h *history) add(e client.Event) error {
+	if e.Status != nil {
+		*h = append(*h, "status:"+string(e.Status.State))
+		return nil
+	}
+	*h = append(*h, fmt.Sprintf("%s:%d:%s", e.Log.Stream, e.Log.Seq, e.Log.Data))
+	return nil
+}
+
+// store publishes a job's events as its agent would, in the order given.
+func (s *site) store(t *testing.T, job string, items ...any) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	for _, it := range items {
+		var m *nats.Msg
+		switch v := it.(type) {
+		case subjects.State:
+			m = nats.NewMsg(subjects.EventSubject("a", "alice", job, subjects.KindStatus))
+			m.Data, _ = json.Marshal(subjects.StatusEvent{Job: job, State: v, Attempt: 1})
+		case logMsg:
+			m = nats.NewMsg(subjects.EventSubject("a", "alice", job, subjects.KindLog))
+			m.Data = []byte(v.data)
+			m.Header.Set(subjects.HeaderStream, subjects.StreamStdout)
+			m.Header.Set(subjects.HeaderAttempt, "1")
+			m.Header.Set(subjects.HeaderSeq, strconv.Itoa(v.seq))
+		}
+		if _, err := s.agentA.JS.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type logMsg struct {
+	seq  int
+	data string
+}
+
+// Lines stored out of order (a retried publish stored late) and twice are
+// handed over once each, in line order, before the terminal status.
+func TestReadEventsReorders(t *testing.T) {
+	s := newSite(t)
+	s.store(t, ghost,
+		subjects.StateQueued, subjects.StateRunning,
+		logMsg{3, "c\nd\n"}, logMsg{1, "a\n"}, logMsg{3, "c\nd\n"}, logMsg{2, "b\n"}, logMsg{1, "a\n"}, logMsg{5, "e\n"},
+		subjects.StateSucceeded)
+	var h history
+	if err := s.alice.ReadEvents(testenv.Context(t), ghost, client.ReadOptions{}, h.add); err != nil {
+		t.Fatal(err)
+	}
+	want := "status:queued|status:running|stdout:1:a\n|stdout:2:b\n|stdout:3:c\nd\n|stdout:5:e\n|status:succeeded"
+	if got := strings.Join(h, "|"); got != want {
+		t.Errorf("handed over\n%q\nwant\n%q", got, want)
+	}
+	assertNoReaders(t, s, "alice")
+}
+
+// A line held back by a gap is handed over before the terminal status.
+func TestReadEventsFlushesAtTheEnd(t *testing.T) {
+	s := newSite(t)
+	s.store(t, ghost, subjects.StateRunning, logMsg{1, "a\n"}, logMsg{3, "c\n"}, subjects.StateFailed)
+	var h history
+	if err := s.alice.ReadEvents(testenv.Context(t), ghost, client.ReadOptions{}, h.add); err != nil {
+		t.Fatal(err)
+	}
+	want := "status:running|stdout:1:a\n|stdout:3:c\n|status:failed"
+	if got := strings.Join(h, "|"); got != want {
+		t.Errorf("handed over %q, want %q", got, want)
+	}
+}
+
+func TestReadEventsNoEvents(t *testing.T) {
+	s := newSite(t)
+	err := s.alice.ReadEvents(testenv.Context(t), ghost, client.ReadOptions{}, func(client.Event) error {
+		t.Error("an event of an unknown job")
+		return nil
+	})
+	if !errors.Is(err, client.ErrNoEvents) {
+		t.Errorf("unknown job: %v", err)
+	}
+	// Another user's job looks just the same.
+	s.store(t, ghost, subjects.StateQueued)
+	if err := s.bob.ReadEvents(testenv.Context(t), ghost, client.ReadOptions{}, func(client.Event) error {
+		t.Error("bob read alice's event")
+		return nil
+	}); !errors.Is(err, client.ErrNoEvents) {
+		t.Errorf("another user's job: %v", err)
+	}
+	// An observer of the tag sees it.
+	var h history
+	if err := s.obs.ReadEvents(testenv.Context(t), ghost, client.ReadOptions{}, h.add); err != nil || len(h) != 1 {
+		t.Errorf("observer read %v, %v", h, err)
+	}
+	if err := s.alice.ReadEvents(testenv.Context(t), "not-a-job", client.ReadOptions{}, nil); !errors.Is(err, subjects.ErrBadToken) {
+		t.Errorf("bad ID: %v", err)
+	}
+	assertNoReaders(t, s, "alice", "bob", "obs")
+}
+
+// Each reader holds one of ReaderSlots consumers pinned to its name while
+// it reads, and frees it after.
+func TestReaderSlots(t *testing.T) {
+	s := newSite(t)
+	s.store(t, ghost, subjects.StateQueued, logMsg{1, "a\n"}, subjects.StateSucceeded)
+	ctx := testenv.Context(t)
+	// Four readers elsewhere hold every slot.
+	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
+		_, err := s.alice.JS.CreateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
+			Name: subjects.ReaderConsumer("alice", slot), FilterSubject: "outpost.ev.*.alice.>",
+			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute,
+		})
+		if err != nil {
+			t.Fatalf("slot %d: %v", slot, err)
+		}
+	}
+	err := s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, func(client.Event) error { return nil })
+	if !errors.Is(err, client.ErrNoSlot) {
+		t.Fatalf("with every slot taken: %v", err)
+	}
+	// Bob's slots are his own.
+	if err := s.bob.ReadEvents(ctx, ghost, client.ReadOptions{}, func(client.Event) error { return nil }); !errors.Is(err, client.ErrNoEvents) {
+		t.Errorf("bob: %v", err)
+	}
+	// One slot frees up; a read takes it and frees it again.
+	freed := subjects.ReaderConsumer("alice", 3)
+	if err := s.alice.JS.DeleteConsumer(ctx, subjects.EventsStream, freed); err != nil {
+		t.Fatal(err)
+	}
+	var h history
+	var during []string
+	err = s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, func(e client.Event) error {
+		if len(h) == 0 {
+			during = readers(t, s)
+		}
+		return h.add(e)
+	})
+	if err != nil || len(h) != 3 {
+		t.Fatalf("read %v, %v", h, err)
+	}
+	if !contains(during, freed) {
+		t.Errorf("while reading, the consumers were %v; want %s among them", during, freed)
+	}
+	after := readers(t, s)
+	if contains(after, freed) || len(after) != subjects.ReaderSlots-1 {
+		t.Errorf("after the read the consumers are %v: %s was not freed, or another was touched", after, freed)
+	}
+}
+
+// Two reads of the same job by the same reader at once each get every
+// event, each through its own slot.
+func TestConcurrentReadsOfOneJob(t *testing.T) {
+	s := newSite(t)
+	var items []any
+	items = append(items, subjects.StateQueued, subjects.StateRunning)
+	for i := 1; i <= 200; i++ {
+		items = append(items, logMsg{i, fmt.Sprintf("line %d\n", i)})
+	}
+	items = append(items, subjects.StateSucceeded)
+	s.store(t, ghost, items...)
+	ctx := testenv.Context(t)
+
+	var first history
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		n := 0
+		done <- s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, func(e client.Event) error {
+			if n++; n == 1 {
+				close(started)
+				<-release // the first read stalls after its first event
+			}
+			return first.add(e)
+		})
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("first read: %v", err)
+	}
+	var second history
+	err := s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, second.add)
+	close(release)
+	if err != nil {
+		t.Errorf("second read: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("first read: %v", err)
+	}
+	for name, h := range map[string]history{"first": first, "second": second} {
+		if len(h) != len(items) {
+			t.Errorf("%s read got %d of %d events", name, len(h), len(items))
+		}
+	}
+	assertNoReaders(t, s, "alice")
+}
+
+// Follow hands over lines as the job prints them and ends with the job.
+func TestReadEventsFollow(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	dir := t.TempDir()
+	r, err := s.alice.Submit(testenv.Context(t), subjects.JobSpec{Tag: "a", Dir: dir,
+		Command: []string{"sh", "-c", "echo one; while [ ! -e go ]; do sleep 0.01; done; echo two >&2; exit 4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h history
+	var once sync.Once
+	var werr error
+	err = s.alice.ReadEvents(testenv.Context(t), r.ID, client.ReadOptions{Follow: true}, func(e client.Event) error {
+		if e.Log != nil && string(e.Log.Data) == "one\n" {
+			// Only now may the job go on: the line came live.
+			once.Do(func() { werr = os.WriteFile(filepath.Join(dir, "go"), nil, 0o600) })
+		}
+		return h.add(e)
+	})
+	if err != nil || werr != nil {
+		t.Fatal(err, werr)
+	}
+	want := "status:queued|status:running|stdout:1:one\n|stderr:2:two\n|status:failed"
+	if got := strings.Join(h, "|"); got != want {
+		t.Errorf("followed %q, want %q", got, want)
+	}
+	assertNoReaders(t, s, "alice")
+}
+
+func readers(t *testing.T, s *site) []string {
+	t.Helper()
+	ctx := testenv.Context(t)
+	st, err := s.env.CoordConn.JS.Stream(ctx, subjects.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	names := st.ConsumerNames(ctx)
+	for n := range names.Name() {
+		if strings.HasPrefix(n, "r_") {
+			out = append(out, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func assertNoReaders(t *testing.T, s *site, names ...string) {
+	t.Helper()
+	for _, c := range readers(t, s) {
+		for _, n := range names {
+			if strings.HasPrefix(c, "r_"+n+"_") {
+				t.Errorf("reader consumer %s left behind", c)
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,52 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+)
+
+// System-account subjects through which account JWTs are pushed to, and
+// read back from, every server of the deployment.
+const (
+	claimsUpdate = "$SYS.REQ.CLAIMS.UPDATE"
+	claimsLookup = "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP"
+)
+
+type claimsReply struct {
+	Data *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"data"`
+	Error *struct {
+		Code        int    `json:"code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// pushAccount sends an account JWT to the servers and reads it back, so a
+// revocation is known to be in force before the caller is told it is. The
+// same path serves an embedded server and a stock cluster.
+func pushAccount(ctx context.Context, sys *nats.Conn, account, jwt string) error {
+	m, err := sys.RequestWithContext(ctx, claimsUpdate, []byte(jwt))
+	if err != nil {
+		return fmt.Errorf("push account JWT: %w", err)
+	}
+	var r claimsReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return fmt.Errorf("push account JWT: malformed reply: %w", err)
+	}
+	if r.Error != nil {
+		return fmt.Errorf("push account JWT: server refused it (%d): %s", r.Error.Code, r.Error.Description)
+	}
+	m, err = sys.RequestWithContext(ctx, fmt.Sprintf(claimsLookup, account), nil)
+	if err != nil {
+		return fmt.Errorf("read back account JWT: %w", err)
+	}
+	if string(m.Data) != jwt {
+		return fmt.Errorf("read back account JWT: the server still holds an older one (an update in the same second is ignored)")
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestStockNATSServer runs Outpost on a separately started stock
+// nats-server, as the README's "On a stock nats-server" section says:
+// 'coordinator init' writes the server's configuration, nats-server runs
+// it, and the coordinator attaches with --nats-url. A job runs through
+// 'outpost run', and after a coordinator restart the earlier job's output
+// still replays and new jobs still run.
+func TestStockNATSServer(t *testing.T) {
+	requireNATSTools(t)
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	url := startStockServer(t, data)
+
+	c := startCoordinator(t, coordOptions{data: data, natsURL: url})
+	r := c.admin.outpost(t, "run", "--tag", "local", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3")
+	if r.code != 3 || r.stdout != "hi\n" || r.stderr != "oops\n" {
+		t.Errorf("run on a stock server: want exit 3, \"hi\\n\", \"oops\\n\"; got\n%s", r)
+	}
+	id := c.admin.submit(t, "--tag", "local", "--", "sh", "-c", "echo before restart")
+	if rec := c.admin.waitState(t, id); rec.State != "succeeded" {
+		t.Fatalf("job ended %s", rec.State)
+	}
+
+	c.restart(t)
+	if r := c.admin.mustOutpost(t, "logs", id); r.stdout != "before restart\n" {
+		t.Errorf("logs after a coordinator restart: %q, want \"before restart\\n\"", r.stdout)
+	}
+	if rec := c.admin.status(t, id); rec.State != "succeeded" || rec.Agent != "local-agent" {
+		t.Errorf("status after a coordinator restart: %+v", rec)
+	}
+	if r := c.admin.outpost(t, "run", "--tag", "local", "--", "echo", "after restart"); r.code != 0 || r.stdout != "after restart\n" {
+		t.Errorf("run after a coordinator restart:\n%s", r)
+	}
+}
+
+// startStockServer initialises a data directory for a server on a free
+// port and starts nats-server with the configuration it wrote, returning
+// the server's URL. The port can be taken between the choice and the
+// bind, so a server that cannot bind is retried on another port.
+func startStockServer(t *testing.T, data string) string {
+	t.Helper()
+	for range 3 {
+		port := freePort(t)
+		listen := "127.0.0.1:" + strconv.Itoa(port)
+		r := runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), "init", "--data", data, "--listen", listen)
+		if r.code != 0 || !strings.Contains(r.stdout, "nats-server -c "+filepath.Join(data, "nats-server.conf")) {
+			t.Fatalf("coordinator init:\n%s", r)
+		}
+		srv := startProc(t, filepath.Dir(data), baseEnv(), bins.natsServer, "-c", filepath.Join(data, "nats-server.conf"))
+		waitFor(t, startTimeout, "nats-server to listen on "+listen, func() bool {
+			return srv.exited() || strings.Contains(srv.stderr.String(), "Server is ready")
+		})
+		if !srv.exited() {
+			return "nats://" + listen
+		}
+		t.Logf("nats-server could not start on %s; trying another port:\n%s", listen, tail(srv.stderr.String(), 10))
+	}
+	t.Fatal("nats-server did not start")
+	return ""
+}
