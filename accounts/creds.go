@@ -56,17 +56,12 @@ func (r Request) Validate() error {
 	return nil
 }
 
-// Credential is an issued credential. Creds holds the only copy of its
-// seed; the caller hands it over and keeps only the rest.
+// Credential is an issued credential: its public record, and Creds, the
+// creds file that holds the only copy of its seed. The caller hands Creds
+// over and keeps only the record.
 type Credential struct {
-	Name      string     `json:"name"`
-	Role      Role       `json:"role"`
-	Tags      []string   `json:"tags,omitempty"`
-	PublicKey string     `json:"public_key"`
-	JWT       string     `json:"jwt"`
-	IssuedAt  time.Time  `json:"issued_at"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	Creds     []byte     `json:"-"`
+	subjects.Credential
+	Creds []byte
 }
 
 // Issue signs a new credential with a fresh key pair, using the role's
@@ -107,8 +102,8 @@ func (a *Authority) Issue(req Request) (Credential, error) {
 	if err != nil {
 		return Credential{}, fmt.Errorf("format creds: %w", err)
 	}
-	c := Credential{Name: req.Name, Role: req.Role, Tags: tags, PublicKey: userPub, JWT: tok,
-		IssuedAt: time.Unix(uc.IssuedAt, 0).UTC(), Creds: creds}
+	c := Credential{Credential: subjects.Credential{Name: req.Name, Role: string(req.Role), Tags: tags,
+		PublicKey: userPub, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()}, Creds: creds}
 	if uc.Expires > 0 {
 		e := time.Unix(uc.Expires, 0).UTC()
 		c.ExpiresAt = &e
@@ -151,7 +146,18 @@ type Identity struct {
 	Tags      []string
 	PublicKey string
 	ExpiresAt time.Time // zero when it never expires
+	IssuedAt  time.Time
 	JWT       string
+}
+
+// Record is the public record of the credential, as the registry keeps it.
+func (id Identity) Record() subjects.Credential {
+	c := subjects.Credential{Name: id.Name, Role: string(id.Role), Tags: id.Tags, PublicKey: id.PublicKey, JWT: id.JWT, IssuedAt: id.IssuedAt}
+	if !id.ExpiresAt.IsZero() {
+		e := id.ExpiresAt
+		c.ExpiresAt = &e
+	}
+	return c
 }
 
 // ReadCreds loads a creds file and reads the identity in its JWT. Its errors
@@ -189,7 +195,7 @@ func ParseCreds(data []byte) (Identity, error) {
 	if p, _ := kp.PublicKey(); p != uc.Subject {
 		return Identity{}, errors.New("the seed does not belong to the JWT in this creds file")
 	}
-	id := Identity{Name: uc.Name, PublicKey: uc.Subject, JWT: tok}
+	id := Identity{Name: uc.Name, PublicKey: uc.Subject, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()}
 	if uc.Expires > 0 {
 		id.ExpiresAt = time.Unix(uc.Expires, 0)
 	}

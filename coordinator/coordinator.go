@@ -59,7 +59,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	for _, cr := range all {
-		if cr.Role == accounts.RoleAgent && cr.RevokedAt == nil {
+		if cr.Role == string(accounts.RoleAgent) && cr.RevokedAt == nil {
 			if err := c.ensureTags(ctx, cr.Tags); err != nil {
 				return nil, err
 			}
@@ -84,8 +84,8 @@ func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts
 	if err := req.Validate(); err != nil {
 		return accounts.Credential{}, err
 	}
-	if _, err := c.creds.get(ctx, req.Name); err == nil {
-		return accounts.Credential{}, fmt.Errorf("%w: %s (pick another name)", errNameTaken, req.Name)
+	if old, err := c.creds.get(ctx, req.Name); err == nil && old.RevokedAt == nil {
+		return accounts.Credential{}, fmt.Errorf("%w: %s (pick another name, or revoke it first)", errNameTaken, req.Name)
 	}
 	cred, err := c.auth.Issue(req)
 	if err != nil {
@@ -96,7 +96,7 @@ func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts
 			return accounts.Credential{}, err
 		}
 	}
-	if err := c.creds.add(ctx, cred); err != nil {
+	if err := c.creds.add(ctx, cred.Credential); err != nil {
 		return accounts.Credential{}, err
 	}
 	c.log.Info("credential issued", "name", cred.Name, "role", cred.Role, "tags", cred.Tags, "public_key", cred.PublicKey)
@@ -121,8 +121,7 @@ func (c *Coordinator) Register(ctx context.Context, credsPath string) error {
 			return err
 		}
 	}
-	cred := accounts.Credential{Name: id.Name, Role: id.Role, Tags: id.Tags, PublicKey: id.PublicKey, JWT: id.JWT}
-	if err := c.creds.add(ctx, cred); err != nil && !errors.Is(err, errNameTaken) {
+	if err := c.creds.add(ctx, id.Record()); err != nil && !errors.Is(err, errNameTaken) {
 		return err
 	}
 	return nil

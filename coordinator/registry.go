@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -13,58 +13,101 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
-// CredRecord is what the coordinator keeps of an issued credential: its
-// public parts, never its seed.
-type CredRecord struct {
-	accounts.Credential
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-}
-
 // registry keeps credential records in the creds bucket, keyed by name, so
-// names stay unique across every role.
+// names stay unique across every role. It holds public keys and JWTs only.
 type registry struct{ kv jetstream.KeyValue }
 
 var errNameTaken = errors.New("name already issued")
 
-func (r registry) add(ctx context.Context, c accounts.Credential) error {
-	b, err := json.Marshal(CredRecord{Credential: c})
+// add records a new credential. A name may be taken again only once its
+// previous credential is revoked; the revoked key is kept with the record.
+func (r registry) add(ctx context.Context, c subjects.Credential) error {
+	old, rev, err := r.getRev(ctx, c.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev = 0
+	case err != nil:
+		return err
+	case old.RevokedAt == nil:
+		return fmt.Errorf("%w: %s (pick another name, or revoke it first)", errNameTaken, c.Name)
+	default:
+		c.Revoked = append(slices.Clone(old.Revoked), old.PublicKey)
+	}
+	if slices.Contains(c.Revoked, c.PublicKey) {
+		return fmt.Errorf("public key %s of %s was revoked and is never issued again", c.PublicKey, c.Name)
+	}
+	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	if _, err := r.kv.Create(ctx, c.Name, b); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%w: %s", errNameTaken, c.Name)
-		}
+	if rev == 0 {
+		_, err = r.kv.Create(ctx, c.Name, b)
+	} else {
+		_, err = r.kv.Update(ctx, c.Name, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: %s", errNameTaken, c.Name)
+	}
+	if err != nil {
 		return fmt.Errorf("register credential %s: %w", c.Name, err)
 	}
 	return nil
 }
 
-func (r registry) get(ctx context.Context, name string) (CredRecord, error) {
+func (r registry) get(ctx context.Context, name string) (subjects.Credential, error) {
+	c, _, err := r.getRev(ctx, name)
+	return c, err
+}
+
+func (r registry) getRev(ctx context.Context, name string) (subjects.Credential, uint64, error) {
 	e, err := r.kv.Get(ctx, name)
 	if err != nil {
-		return CredRecord{}, err
+		return subjects.Credential{}, 0, err
 	}
-	var c CredRecord
+	var c subjects.Credential
 	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return CredRecord{}, fmt.Errorf("decode credential %s: %w", name, err)
+		return subjects.Credential{}, 0, fmt.Errorf("decode credential %s: %w", name, err)
 	}
-	return c, nil
+	return c, e.Revision(), nil
+}
+
+// update changes a record with compare-and-set, retrying on a race.
+func (r registry) update(ctx context.Context, name string, change func(*subjects.Credential) error) (subjects.Credential, error) {
+	for {
+		c, rev, err := r.getRev(ctx, name)
+		if err != nil {
+			return c, err
+		}
+		if err := change(&c); err != nil {
+			return c, err
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return c, err
+		}
+		if _, err = r.kv.Update(ctx, name, b, rev); err == nil {
+			return c, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence || ctx.Err() != nil {
+			return c, fmt.Errorf("update credential %s: %w", name, err)
+		}
+	}
 }
 
 // all returns every credential record.
-func (r registry) all(ctx context.Context) ([]CredRecord, error) {
+func (r registry) all(ctx context.Context) ([]subjects.Credential, error) {
 	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list credentials: %w", err)
 	}
 	defer w.Stop()
-	var out []CredRecord
+	var out []subjects.Credential
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
-		var c CredRecord
+		var c subjects.Credential
 		if json.Unmarshal(e.Value(), &c) == nil {
 			out = append(out, c)
 		}
@@ -79,14 +122,7 @@ type caller struct {
 	tags []string
 }
 
-func (c caller) hasTag(tag string) bool {
-	for _, t := range c.tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
-}
+func (c caller) hasTag(tag string) bool { return slices.Contains(c.tags, tag) }
 
 // lookup finds the caller behind an API subject's name token. The server
 // only lets a credential publish under its own name, so the token is
@@ -102,5 +138,5 @@ func (r registry) lookup(ctx context.Context, name string) (caller, error) {
 	if c.RevokedAt != nil {
 		return caller{}, subjects.Errorf(subjects.CodeForbidden, "credential %q was revoked", name)
 	}
-	return caller{name: c.Name, role: c.Role, tags: c.Tags}, nil
+	return caller{name: c.Name, role: accounts.Role(c.Role), tags: c.Tags}, nil
 }
