@@ -111,22 +111,35 @@ func (a *Authority) Issue(req Request) (Credential, error) {
 	return c, nil
 }
 
-// SysCreds returns a fresh credential of the system account, with which the
-// coordinator pushes account updates to the servers. It is root: whoever
-// holds it can overwrite any account, so it never leaves the data directory.
-func (a *Authority) SysCreds() ([]byte, error) {
+// SysUser returns a fresh user JWT and seed of the system account, with
+// which the coordinator pushes account updates to the servers and hears of
+// connections. It is root: whoever holds it can overwrite any account, so it
+// is made in memory and never written anywhere.
+func (a *Authority) SysUser() (jwtToken, seed string, err error) {
 	kp, err := nkeys.CreateUser()
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
 	uc := jwt.NewUserClaims(pub(kp))
-	uc.Name = "sys"
+	uc.Name = "outpost-sys"
 	tok, err := uc.Encode(a.sys)
 	if err != nil {
-		return nil, fmt.Errorf("sign sys credential: %w", err)
+		return "", "", fmt.Errorf("sign sys credential: %w", err)
 	}
-	seed, _ := kp.Seed()
-	return jwt.FormatUserConfig(tok, seed)
+	s, err := kp.Seed()
+	return tok, string(s), err
+}
+
+// Revoke adds the public keys to the OUTPOST account's revocations and
+// returns the new account JWT for the caller to push to the servers. The
+// revocation covers every JWT of those keys issued up to now, which is why
+// a revoked key is never issued again.
+func (a *Authority) Revoke(keys ...string) (string, error) {
+	return a.UpdateWorkAccount(func(ac *jwt.AccountClaims) {
+		for _, k := range keys {
+			ac.Revoke(k)
+		}
+	})
 }
 
 // SaveCreds writes a creds file into the data directory with mode 0600,

@@ -71,28 +71,31 @@ func Permissions(r Role) jwt.Permissions {
 		// Stream info lists every job's subject on request, so only admins,
 		// who may read everything anyway, get it: 'nats consumer add' needs it.
 		p.Pub.Allow.Add(subjects.APISubject(nameT, ">"), "$JS.API.STREAM.INFO."+subjects.EventsStream)
-		p.Pub.Allow.Add(readerPub(subjects.EventsPrefix + ".>")...)
+		p.Pub.Allow.Add(readerPub(subjects.EventsStream, subjects.EventsPrefix+".>")...)
+		p.Pub.Allow.Add(readerPub(subjects.AuditStream, subjects.AuditPrefix+".>")...)
 		p.Sub.Allow.Add(inbox, subjects.EventsPrefix+".>")
 	case RoleUser:
 		own := subjects.EventsPrefix + ".*." + nameT + ".>"
 		p.Pub.Allow.Add(subjects.APISubject(nameT, ">"))
-		p.Pub.Allow.Add(readerPub(own)...)
+		p.Pub.Allow.Add(readerPub(subjects.EventsStream, own)...)
 		p.Sub.Allow.Add(inbox, own)
 	case RoleObserver:
+		// Observers are also the auditors: they read the whole audit trail.
 		tags := subjects.EventsPrefix + "." + tagT + ".>"
-		p.Pub.Allow.Add(readerPub(tags)...)
+		p.Pub.Allow.Add(readerPub(subjects.EventsStream, tags)...)
+		p.Pub.Allow.Add(readerPub(subjects.AuditStream, subjects.AuditPrefix+".>")...)
 		p.Sub.Allow.Add(inbox, tags)
 	}
 	return p
 }
 
 // readerPub allows a reader to create, read, inspect and delete the replay
-// consumers pinned to its own name, filtered inside scope, and nothing else
-// of the JetStream API (NATS-NOTES point 4).
-func readerPub(scope string) []string {
+// consumers of stream pinned to its own name, filtered inside scope, and
+// nothing else of the JetStream API (NATS-NOTES point 4).
+func readerPub(stream, scope string) []string {
 	var out []string
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
-		c := subjects.EventsStream + ".r_" + nameT + "_" + strconv.Itoa(slot)
+		c := stream + ".r_" + nameT + "_" + strconv.Itoa(slot)
 		out = append(out,
 			jsAPI+"CREATE."+c+"."+scope,
 			jsAPI+"MSG.NEXT."+c,

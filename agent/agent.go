@@ -90,6 +90,8 @@ func (a *Agent) Tags() []string { return slices.Clone(a.tags) }
 // Run pulls and runs jobs until ctx ends, then stops the jobs still running
 // (their attempts go back to the queue when the ack wait passes).
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
@@ -121,7 +123,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	case <-a.conn.Revoked():
+		err = fmt.Errorf("the credential of agent %s was revoked or has expired; its jobs go to other agents of its tags", a.name)
 	}
+	cancel()
 	a.stopAll()
 	wg.Wait()
 	a.jobs.Wait()

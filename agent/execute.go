@@ -23,13 +23,15 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		_ = m.Term()
 		return
 	}
-	attempt := int(meta.NumDelivered)
 	job, err := decodeJob(m)
 	if err != nil {
 		a.log.Error("dropped a malformed job", "subject", m.Subject(), "err", err)
 		_ = m.TermWithReason(err.Error())
 		return
 	}
+	// The coordinator republishes a job as a later attempt when it knows its
+	// agent is gone; redeliveries of one request count on from there.
+	attempt := job.Attempt + int(meta.NumDelivered) - 1
 	log := a.log.With("job", job.ID, "attempt", attempt)
 
 	keep, cancelKeep := context.WithCancel(ctx)
@@ -97,6 +99,9 @@ func decodeJob(m jetstream.Msg) (subjects.Job, error) {
 	}
 	if job.ID != id || job.Tag != tag {
 		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject())
+	}
+	if job.Attempt < 1 || job.Attempt > subjects.MaxAttemptsLimit {
+		return subjects.Job{}, fmt.Errorf("job %s has attempt %d", id, job.Attempt)
 	}
 	if err := job.Validate(); err != nil {
 		return subjects.Job{}, err

@@ -82,3 +82,31 @@ func (c *Conn) call(ctx context.Context, verb string, req any) (*subjects.Reply,
 	}
 	return &r, nil
 }
+
+// Issue asks for a new credential (admins only). The reply's Creds is the
+// creds file: the only copy of its seed.
+func (c *Conn) Issue(ctx context.Context, req subjects.IssueRequest) (*subjects.Credential, string, error) {
+	r, err := c.call(ctx, subjects.VerbIssue, req)
+	if err != nil {
+		return nil, "", err
+	}
+	return r.Credential, r.Creds, nil
+}
+
+// Revoke revokes a credential at once (admins only).
+func (c *Conn) Revoke(ctx context.Context, name string) (*subjects.Credential, error) {
+	r, err := c.call(ctx, subjects.VerbRevoke, subjects.RevokeRequest{Name: name})
+	if err != nil {
+		return nil, err
+	}
+	return r.Credential, nil
+}
+
+// Credentials lists the issued credentials (admins only).
+func (c *Conn) Credentials(ctx context.Context, req subjects.CredsRequest) ([]subjects.Credential, error) {
+	r, err := c.call(ctx, subjects.VerbCreds, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Credentials, nil
+}

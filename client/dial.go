@@ -45,7 +45,8 @@ type TLS struct {
 	CA, Cert, Key string
 }
 
-func (t TLS) options() ([]nats.Option, error) {
+// Options are the nats.go options that set the TLS up.
+func (t TLS) Options() ([]nats.Option, error) {
 	var out []nats.Option
 	if t.CA != "" {
 		out = append(out, nats.RootCAs(t.CA))
@@ -64,6 +65,9 @@ type Conn struct {
 	*nats.Conn
 	JS       jetstream.JetStream
 	Identity accounts.Identity
+
+	revoked     chan struct{}
+	revokedOnce sync.Once
 
 	mu       sync.Mutex
 	denied   error
@@ -85,12 +89,15 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Conn{Identity: id}
+	c := &Conn{Identity: id, revoked: make(chan struct{})}
 	opts := []nats.Option{
 		nats.UserCredentials(o.Creds),
 		nats.CustomInboxPrefix(subjects.Inbox(id.Name)),
 		nats.Name(o.ConnName),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAuthExpired) {
+				c.revokedOnce.Do(func() { close(c.revoked) })
+			}
 			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(err.Error(), "Permissions Violation") {
 				c.mu.Lock()
 				c.denied = err
@@ -113,7 +120,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	} else {
 		opts = append(opts, nats.MaxReconnects(60), nats.ReconnectWait(500*time.Millisecond))
 	}
-	tlsOpts, err := o.TLS.options()
+	tlsOpts, err := o.TLS.Options()
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +153,10 @@ func dialError(o DialOptions, err error) error {
 	}
 	return fmt.Errorf("connect to %s: %w", o.URL, err)
 }
+
+// Revoked is closed when the server says this connection's credential was
+// revoked or has expired: it will never connect again.
+func (c *Conn) Revoked() <-chan struct{} { return c.revoked }
 
 // Denied returns the last permission violation the server reported on this
 // connection, if any. nats.go reports denials asynchronously (NATS-NOTES

@@ -78,22 +78,75 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 			return fmt.Errorf("an observer must say which tag the job has (--tag; its tags: %v)", c.Identity.Tags)
 		}
 	}
-	cons, name, err := c.readerConsumer(ctx, subjects.EventsPrefix+"."+tag+"."+owner+"."+job+".>")
+	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
+	lastAttempt := 0
+	err := c.read(ctx, subjects.EventsStream, subjects.EventsPrefix+"."+tag+"."+owner+"."+job+".>", o.Follow, func(m jetstream.Msg) (bool, error) {
+		ev, err := decodeEvent(m)
+		if err != nil {
+			return false, nil // not ours to show: the server only stores what the filter allows
+		}
+		if ev.Log != nil {
+			return false, ord.add(ev.Log)
+		}
+		lastAttempt = max(lastAttempt, ev.Status.Attempt)
+		if ev.Status.State.Terminal() || ev.Status.Attempt > ord.attempt {
+			// Lines of an attempt all precede its terminal status; release any
+			// held back by a gap before the status is shown.
+			if err := ord.flush(); err != nil {
+				return false, err
+			}
+		}
+		if err := fn(ev); err != nil {
+			return false, err
+		}
+		return o.Follow && ev.Status.State.Terminal() && ev.Status.Attempt >= lastAttempt, nil
+	})
+	if errors.Is(err, ErrNoEvents) {
+		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
+	}
+	if err != nil {
+		return err
+	}
+	return ord.flush()
+}
+
+// ReadAudit replays the audit trail (admins and observers), oldest first;
+// with follow it goes on with new entries until ctx ends.
+func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.AuditEntry) error) error {
+	err := c.read(ctx, subjects.AuditStream, subjects.AuditPrefix+".>", follow, func(m jetstream.Msg) (bool, error) {
+		var e subjects.AuditEntry
+		if json.Unmarshal(m.Data(), &e) != nil {
+			return false, nil
+		}
+		return false, fn(e)
+	})
+	if errors.Is(err, ErrNoEvents) {
+		return nil
+	}
+	return err
+}
+
+// read runs a pinned reader consumer over stream, filtered, from the first
+// message: until the messages stored when it began are read, or, with
+// follow, until each says it is the last or ctx ends. The consumer is
+// deleted afterwards.
+func (c *Conn) read(ctx context.Context, stream, filter string, follow bool, each func(jetstream.Msg) (last bool, err error)) error {
+	cons, name, err := c.readerConsumer(ctx, stream, filter)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = c.JS.DeleteConsumer(dctx, subjects.EventsStream, name)
+		_ = c.JS.DeleteConsumer(dctx, stream, name)
 	}()
 	pending := cons.CachedInfo().NumPending
-	if pending == 0 && !o.Follow {
-		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
+	if pending == 0 && !follow {
+		return ErrNoEvents
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
-		return fmt.Errorf("read events: %w", err)
+		return fmt.Errorf("read %s: %w", stream, err)
 	}
 	defer it.Stop()
 	done := make(chan struct{})
@@ -105,54 +158,31 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		case <-done:
 		}
 	}()
-
-	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
-	lastAttempt := 0
-	for read := uint64(0); o.Follow || read < pending; read++ {
+	for read := uint64(0); follow || read < pending; read++ {
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("read events: %w", c.explain(err))
+			return fmt.Errorf("read %s: %w", stream, c.explain(err))
 		}
-		ev, err := decodeEvent(m)
-		if err != nil {
-			continue // not ours to show: the server only stores what the filter allows
-		}
-		if ev.Log != nil {
-			if err := ord.add(ev.Log); err != nil {
-				return err
-			}
-			continue
-		}
-		lastAttempt = max(lastAttempt, ev.Status.Attempt)
-		if ev.Status.State.Terminal() || ev.Status.Attempt > ord.attempt {
-			// Lines of an attempt all precede its terminal status; release any
-			// held back by a gap before the status is shown.
-			if err := ord.flush(); err != nil {
-				return err
-			}
-		}
-		if err := fn(ev); err != nil {
+		last, err := each(m)
+		if err != nil || last {
 			return err
 		}
-		if o.Follow && ev.Status.State.Terminal() && ev.Status.Attempt >= lastAttempt {
-			return nil
-		}
 	}
-	return ord.flush()
+	return nil
 }
 
 // readerConsumer creates an ephemeral-like consumer in the first free slot
 // of the caller's pinned names. It removes itself when idle, so a reader
 // that crashed frees its slot.
-func (c *Conn) readerConsumer(ctx context.Context, filter string) (jetstream.Consumer, string, error) {
+func (c *Conn) readerConsumer(ctx context.Context, stream, filter string) (jetstream.Consumer, string, error) {
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
 		name := subjects.ReaderConsumer(c.Identity.Name, slot)
 		cctx, stop := c.cancelOnDenial(ctx)
 		cctx, cancel := context.WithTimeout(cctx, 5*time.Second)
-		cons, err := c.JS.CreateConsumer(cctx, subjects.EventsStream, jetstream.ConsumerConfig{
+		cons, err := c.JS.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
 			Name: name,
 			// Unique, so that the server refuses to hand a slot in use to a
 			// second read of the same job (it returns an existing consumer

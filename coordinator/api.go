@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,37 +69,97 @@ func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 
 func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) subjects.Reply {
 	who, err := c.creds.lookup(ctx, name)
-	if err != nil {
-		return errReply(err)
+	var (
+		reply  subjects.Reply
+		target string
+	)
+	if err == nil {
+		reply, target, err = c.dispatch(ctx, who, verb, data)
 	}
-	var rec *subjects.Record
-	var recs []subjects.Record
+	if err != nil {
+		reply = errReply(err)
+	}
+	c.audit(who, name, verb, target, reply)
+	return reply
+}
+
+// dispatch runs one verb for who and reports what it was about (a job ID
+// or a credential name) for the audit trail.
+func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, data []byte) (subjects.Reply, string, error) {
 	switch verb {
 	case subjects.VerbSubmit:
-		rec, err = c.submit(ctx, who, data)
+		rec, err := c.submit(ctx, who, data)
+		return subjects.Reply{Job: rec}, idOf(rec), err
 	case subjects.VerbGet:
 		var req subjects.GetRequest
-		if err = parse(data, &req); err == nil {
-			rec, err = c.get(ctx, who, req)
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
 		}
+		rec, err := c.get(ctx, who, req)
+		return subjects.Reply{Job: rec}, req.ID, err
 	case subjects.VerbList:
 		var req subjects.ListRequest
-		if err = parse(data, &req); err == nil {
-			recs, err = c.list(ctx, who, req)
-			if recs == nil {
-				recs = []subjects.Record{}
-			}
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
 		}
+		recs, err := c.list(ctx, who, req)
+		if recs == nil {
+			recs = []subjects.Record{}
+		}
+		return subjects.Reply{Jobs: recs}, "", err
 	case subjects.VerbStop:
 		var req subjects.StopRequest
-		if err = parse(data, &req); err == nil {
-			rec, err = c.stop(ctx, who, req)
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
 		}
+		rec, err := c.stop(ctx, who, req)
+		return subjects.Reply{Job: rec}, req.ID, err
 	}
-	if err != nil {
-		return errReply(err)
+	if who.role != accounts.RoleAdmin {
+		return subjects.Reply{}, "", forbidden(who, "manage credentials")
 	}
-	return subjects.Reply{Job: rec, Jobs: recs}
+	switch verb {
+	case subjects.VerbIssue:
+		var req subjects.IssueRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		cred, err := c.issueFor(ctx, req)
+		if err != nil {
+			return subjects.Reply{}, req.Name, err
+		}
+		return subjects.Reply{Credential: &cred.Credential, Creds: string(cred.Creds)}, req.Name, nil
+	case subjects.VerbRevoke:
+		var req subjects.RevokeRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		cred, err := c.Revoke(ctx, req.Name)
+		return subjects.Reply{Credential: &cred}, req.Name, err
+	case subjects.VerbCreds:
+		var req subjects.CredsRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		all, err := c.creds.all(ctx)
+		all = slices.DeleteFunc(all, func(cr subjects.Credential) bool { return req.Role != "" && cr.Role != req.Role })
+		for i := range all {
+			all[i].JWT = ""
+		}
+		slices.SortFunc(all, func(a, b subjects.Credential) int { return strings.Compare(a.Name, b.Name) })
+		if all == nil {
+			all = []subjects.Credential{}
+		}
+		return subjects.Reply{Credentials: all}, "", err
+	}
+	return subjects.Reply{}, "", subjects.Errorf(subjects.CodeBadRequest, "unknown verb %q", verb)
+}
+
+func idOf(rec *subjects.Record) string {
+	if rec == nil {
+		return ""
+	}
+	return rec.ID
 }
 
 func parse(data []byte, v any) error {
@@ -183,7 +244,7 @@ func (c *Coordinator) publishJob(ctx context.Context, job subjects.Job) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.js.Publish(ctx, subjects.JobSubject(job.Tag, job.ID), b, jetstream.WithMsgID(job.ID))
+	_, err = c.js.Publish(ctx, subjects.JobSubject(job.Tag, job.ID), b, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
 	return err
 }
 

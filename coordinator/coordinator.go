@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/accounts"
@@ -20,6 +21,10 @@ type Config struct {
 	Auth *accounts.Authority
 	// Conn is the coordinator's own connection, with the coordinator creds.
 	Conn *client.Conn
+	// Sys is a system-account connection (see accounts.SysUser), through
+	// which revocations are pushed to the servers and connections are seen.
+	// Without it the coordinator cannot revoke.
+	Sys *nats.Conn
 	// Limits are the stream limits; the zero value means DefaultLimits.
 	Limits Limits
 	// Logger; nil means slog.Default.
@@ -31,6 +36,7 @@ type Config struct {
 type Coordinator struct {
 	auth   *accounts.Authority
 	conn   *client.Conn
+	sys    *nats.Conn
 	js     jetstream.JetStream
 	limits Limits
 	log    *slog.Logger
@@ -48,7 +54,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, js: cfg.Conn.JS, limits: cfg.Limits, log: cfg.Logger}
+	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, sys: cfg.Sys, js: cfg.Conn.JS, limits: cfg.Limits, log: cfg.Logger}
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
@@ -140,6 +146,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	defer events.Stop()
+	stopPresence, err := c.watchPresence(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopPresence()
 	c.log.Info("coordinator ready", "api", subjects.APIAll)
 	<-ctx.Done()
 	return nil

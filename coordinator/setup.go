@@ -16,6 +16,8 @@ type Limits struct {
 	EventsMaxAge time.Duration
 	// EventsMaxBytes bounds the events stream; the oldest go first.
 	EventsMaxBytes int64
+	// AuditMaxAge is how long the audit trail is kept.
+	AuditMaxAge time.Duration
 	// JobsMaxAge is how long a job may wait in the queue for an agent.
 	JobsMaxAge time.Duration
 	// AckWait is how long an agent may go silent before its job is given to
@@ -29,6 +31,7 @@ type Limits struct {
 var DefaultLimits = Limits{
 	EventsMaxAge:   7 * 24 * time.Hour,
 	EventsMaxBytes: 1 << 30,
+	AuditMaxAge:    90 * 24 * time.Hour,
 	JobsMaxAge:     7 * 24 * time.Hour,
 	AckWait:        30 * time.Second,
 	Replicas:       1,
@@ -61,6 +64,16 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		MaxMsgSize:  subjects.MaxLogMsg * 2,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  dedupWindow,
+		Replicas:    l.Replicas,
+	}, {
+		Name:        subjects.AuditStream,
+		Description: "Outpost audit trail: every API call and credential change",
+		Subjects:    []string{subjects.AuditPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      l.AuditMaxAge,
+		MaxBytes:    256 << 20,
+		Discard:     jetstream.DiscardOld,
 		Replicas:    l.Replicas,
 	}}
 	for _, cfg := range streams {

@@ -88,9 +88,9 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 		t.Errorf("lines followed live: %q, want stdout \"one\\nthree\\n\", stderr \"two\\n\"", out)
 	}
 
-	checkReplay(t, nc, job.ID)
-
-	// The record follows the events a moment later.
+	// A core subscription sees a publish before the stream has stored it;
+	// the record follows the stored events, so once it is final the
+	// terminal status is in the stream to replay.
 	waitFor(t, jobTimeout, "the job's record to be final", func() bool {
 		reply = nc.request(t, "outpost.api.admin.get", []byte(`{"id":"`+job.ID+`"}`))
 		return reply.Job != nil && terminal(reply.Job.State)
@@ -98,6 +98,7 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 	if reply.Job.State != "succeeded" || exitCode(reply.Job.ExitCode) != "0" {
 		t.Errorf("get: %+v", reply.Job)
 	}
+	checkReplay(t, nc, job.ID)
 	reply = nc.request(t, "outpost.api.admin.list", []byte(`{"tag":"local","state":"succeeded","limit":10}`))
 	if len(reply.Jobs) != 1 || reply.Jobs[0].ID != job.ID {
 		t.Errorf("list: %+v", reply)

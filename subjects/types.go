@@ -226,6 +226,8 @@ func (r *Record) Apply(ev StatusEvent) bool {
 	r.ExitCode, r.Error = ev.ExitCode, ev.Error
 	at := ev.At
 	switch {
+	case ev.State == StateQueued:
+		r.StartedAt, r.FinishedAt = nil, nil
 	case ev.State == StateRunning:
 		r.StartedAt, r.FinishedAt = &at, nil
 	case ev.State.Terminal():

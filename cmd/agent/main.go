@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-run/outpost/agent"
 	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/internal/connflags"
 )
 
 func main() {
@@ -27,10 +28,11 @@ func main() {
 
 func root() *cobra.Command {
 	var (
-		server, creds, workdir string
-		concurrency            int
-		grace                  time.Duration
-		verbose                bool
+		conn        connflags.Flags
+		workdir     string
+		concurrency int
+		grace       time.Duration
+		verbose     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --creds FILE",
@@ -47,15 +49,17 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				level = slog.LevelDebug
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			if creds == "" {
+			if conn.Creds == "" {
 				return errors.New("--creds is required (or set OUTPOST_CREDS): the agent's creds file")
 			}
-			conn, err := client.Dial(cmd.Context(), client.DialOptions{URL: server, Creds: creds, ConnName: "outpost-agent", Reconnect: true, Logger: log})
+			d := conn.Dial("outpost-agent")
+			d.Reconnect, d.Logger = true, log
+			nc, err := client.Dial(cmd.Context(), d)
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			a, err := agent.New(agent.Config{Conn: conn, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, Logger: log})
+			defer nc.Close()
+			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -72,18 +76,10 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", envOr("OUTPOST_SERVER", client.DefaultURL), "NATS server URL(s), comma separated [$OUTPOST_SERVER]")
-	f.StringVar(&creds, "creds", os.Getenv("OUTPOST_CREDS"), "the agent's creds file [$OUTPOST_CREDS]")
+	conn.Bind(f, "the agent's creds file")
 	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
 	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

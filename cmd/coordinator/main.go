@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-run/outpost/agent"
 	"github.com/outpost-run/outpost/client"
 	"github.com/outpost-run/outpost/coordinator"
+	"github.com/outpost-run/outpost/internal/connflags"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -78,7 +79,11 @@ func initialise(data, listen string) (*accounts.Authority, bool, error) {
 }
 
 func initCmd() *cobra.Command {
-	var data, listen string
+	var (
+		data, listen string
+		withTLS      bool
+		tlsHosts     []string
+	)
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create the operator, accounts, role keys and bootstrap creds, and a nats-server config",
@@ -100,7 +105,14 @@ Running it again changes nothing that exists.`,
 			if err != nil {
 				return err
 			}
-			conf, err := auth.WriteServerConfig(accounts.ServerConfig{Host: host, Port: port})
+			sc := accounts.ServerConfig{Host: host, Port: port}
+			if withTLS {
+				if sc.TLS, err = auth.EnsureTLS(append(tlsHosts, host)); err != nil {
+					return err
+				}
+				sc.Verify = true
+			}
+			conf, err := auth.WriteServerConfig(sc)
 			if err != nil {
 				return err
 			}
@@ -110,16 +122,24 @@ Running it again changes nothing that exists.`,
 			}
 			fmt.Printf("%s Outpost identity in %s\n  server config: %s\n  admin creds:   %s\n  agent creds:   %s (tag %s)\n\nStart a stock server and attach the coordinator:\n  nats-server -c %s\n  coordinator run --data %s --nats-url nats://%s\n",
 				verb, auth.Dir(), conf, auth.CredsPath(adminName), auth.CredsPath(localAgent), localTag, conf, data, listen)
+			if withTLS {
+				t := auth.TLSFiles()
+				fmt.Printf("\nThe server wants TLS 1.2+ and a client certificate (mTLS). Clients pass:\n  --tls-ca %s --tls-cert %s --tls-key %s\n", t.CA, t.ClientCert, t.ClientKey)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", defaultData, "data directory for keys, creds, JWTs and (embedded) streams")
 	cmd.Flags().StringVar(&listen, "listen", defaultListen, "host:port the server config listens on")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "generate a small ECDSA P-256 CA, server and client certificates in DATA/tls and require mTLS")
+	cmd.Flags().StringSliceVar(&tlsHosts, "tls-host", nil, "extra host names or addresses for the server certificate")
 	return cmd
 }
 
 type runOptions struct {
 	data, listen, natsURL, creds string
+	tls                          client.TLS
+	generatedTLS                 bool
 	localAgent                   bool
 	concurrency                  int
 	ackWait                      time.Duration
@@ -146,6 +166,8 @@ Unless --local-agent=false, an agent for tag 'local' runs in the same process.`,
 	f.StringVar(&o.listen, "listen", defaultListen, "host:port of the embedded server (port 0 picks a free one)")
 	f.StringVar(&o.natsURL, "nats-url", "", "attach to this NATS server instead of embedding one")
 	f.StringVar(&o.creds, "creds", "", "coordinator creds when attaching (default DATA/creds/coordinator.creds)")
+	connflags.BindTLS(f, &o.tls, "embedded: the server's certificate; attached: the coordinator's client certificate")
+	f.BoolVar(&o.generatedTLS, "tls", false, "embedded: require mTLS with the certificates 'coordinator init --tls' made in DATA/tls")
 	f.BoolVar(&o.localAgent, "local-agent", true, "run an agent for tag 'local' in this process")
 	f.IntVar(&o.concurrency, "agent-concurrency", 4, "jobs the local agent runs at once")
 	f.DurationVar(&o.ackWait, "ack-wait", coordinator.DefaultLimits.AckWait, "how long a silent agent keeps its job before another agent gets it")
@@ -164,17 +186,27 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		return err
 	}
 	var g run.Group
-	dial := client.DialOptions{URL: o.natsURL, Creds: o.creds, Reconnect: true, Logger: log}
+	dial := client.DialOptions{URL: o.natsURL, Creds: o.creds, Reconnect: true, Logger: log, TLS: o.tls}
 	if dial.Creds == "" {
 		dial.Creds = auth.CredsPath(subjects.CoordinatorName)
 	}
 	embedded := o.natsURL == ""
 	var srv *coordinator.Server
 	if embedded {
-		srv, err = coordinator.StartServer(auth, coordinator.ServerOptions{Listen: o.listen, Logger: log})
+		so := coordinator.ServerOptions{Listen: o.listen, Logger: log,
+			TLS: accounts.TLSFiles{CA: o.tls.CA, ServerCert: o.tls.Cert, ServerKey: o.tls.Key}, Verify: o.tls.CA != ""}
+		if o.generatedTLS {
+			if so.TLS, err = auth.EnsureTLS(nil); err != nil {
+				return err
+			}
+			so.Verify = true
+		}
+		srv, err = coordinator.StartServer(auth, so)
 		if err != nil {
 			return err
 		}
+		// In-process connections need no TLS.
+		dial.TLS = client.TLS{}
 		defer srv.Stop()
 		dial.URL = srv.ClientURL()
 		dial.Options = []nats.Option{nats.InProcessServer(srv)}
@@ -188,9 +220,14 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		return err
 	}
 	defer conn.Close()
+	sys, err := dialSys(auth, dial)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
 	limits := coordinator.DefaultLimits
 	limits.AckWait = o.ackWait
-	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Limits: limits, Logger: log})
+	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Sys: sys, Limits: limits, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -242,6 +279,26 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		return nil
 	}
 	return err
+}
+
+// dialSys connects as a fresh system-account user, made in memory, through
+// which the coordinator pushes revocations and sees connections come and go.
+func dialSys(auth *accounts.Authority, d client.DialOptions) (*nats.Conn, error) {
+	tok, seed, err := auth.SysUser()
+	if err != nil {
+		return nil, err
+	}
+	tlsOpts, err := d.TLS.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]nats.Option{nats.UserJWTAndSeed(tok, seed), nats.Name("outpost-coordinator-sys"),
+		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}, tlsOpts...)
+	nc, err := nats.Connect(d.URL, append(opts, d.Options...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the system account at %s: %w", d.URL, err)
+	}
+	return nc, nil
 }
 
 func withName(o client.DialOptions, name string) client.DialOptions {

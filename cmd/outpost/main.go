@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-run/outpost/client"
+	"github.com/outpost-run/outpost/internal/connflags"
 )
 
 // defaultCreds is where 'make run' leaves the admin's creds.
@@ -43,10 +44,10 @@ func main() {
 
 // globals are the flags every command takes.
 type globals struct {
-	server, creds string
-	timeout       time.Duration
-	stdout        io.Writer
-	stderr        io.Writer
+	conn    connflags.Flags
+	timeout time.Duration
+	stdout  io.Writer
+	stderr  io.Writer
 }
 
 func root() *cobra.Command {
@@ -61,26 +62,25 @@ output, and stops them. It talks to the coordinator over NATS with a creds file:
 		SilenceErrors: true,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&g.server, "server", envOr("OUTPOST_SERVER", client.DefaultURL), "NATS server URL(s) [$OUTPOST_SERVER]")
-	pf.StringVar(&g.creds, "creds", os.Getenv("OUTPOST_CREDS"), "creds file [$OUTPOST_CREDS] (default ./"+defaultCreds+")")
+	g.conn.Bind(pf, "creds file (default ./"+defaultCreds+")")
 	pf.DurationVar(&g.timeout, "request-timeout", 10*time.Second, "how long to wait for the server and the coordinator")
-	cmd.AddCommand(runCmd(g), logsCmd(g), statusCmd(g), lsCmd(g), stopCmd(g), whoamiCmd(g))
+	cmd.AddCommand(runCmd(g), logsCmd(g), statusCmd(g), lsCmd(g), stopCmd(g), whoamiCmd(g), adminCmd(g), auditCmd(g))
 	return cmd
 }
 
 // dial connects with the chosen creds.
 func (g *globals) dial(ctx context.Context) (*client.Conn, error) {
-	creds := g.creds
-	if creds == "" {
+	d := g.conn.Dial("outpost-cli")
+	if d.Creds == "" {
 		if _, err := os.Stat(defaultCreds); err != nil {
 			return nil, errors.New("no creds file: pass --creds FILE, set OUTPOST_CREDS, or run where 'make run' created ./" + defaultCreds)
 		}
-		creds = defaultCreds
+		d.Creds = defaultCreds
 	}
+	d.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	dctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	return client.Dial(dctx, client.DialOptions{URL: g.server, Creds: creds, ConnName: "outpost-cli",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return client.Dial(dctx, d)
 }
 
 // api runs one API call with the call timeout.
@@ -93,11 +93,4 @@ func (g *globals) api(ctx context.Context, fn func(ctx context.Context, c *clien
 	actx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	return fn(actx, c)
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
