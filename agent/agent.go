@@ -19,6 +19,10 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
+// ErrRevoked is returned by Run when the server says the agent's credential
+// was revoked or has expired: it can never connect again.
+var ErrRevoked = errors.New("credential revoked or expired")
+
 // Config is what an agent needs.
 type Config struct {
 	// Conn is a connection made with the agent's creds.
@@ -124,7 +128,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	case <-a.conn.Revoked():
-		err = fmt.Errorf("the credential of agent %s was revoked or has expired; its jobs go to other agents of its tags", a.name)
+		err = fmt.Errorf("agent %s: %w; its jobs go to other agents of its tags", a.name, ErrRevoked)
 	}
 	cancel()
 	a.stopAll()

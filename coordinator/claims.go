@@ -6,7 +6,26 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-run/outpost/accounts"
 )
+
+// DialSys connects to url as a fresh system-account user, made in memory,
+// for Config.Sys: through it the coordinator pushes revocations and sees
+// connections come and go. It keeps reconnecting for as long as it lives.
+func DialSys(auth *accounts.Authority, url string, opts ...nats.Option) (*nats.Conn, error) {
+	tok, seed, err := auth.SysUser()
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]nats.Option{nats.UserJWTAndSeed(tok, seed), nats.Name("outpost-coordinator-sys"),
+		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the system account at %s: %w", url, err)
+	}
+	return nc, nil
+}
 
 // System-account subjects through which account JWTs are pushed to, and
 // read back from, every server of the deployment.

@@ -220,7 +220,11 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		return err
 	}
 	defer conn.Close()
-	sys, err := dialSys(auth, dial)
+	tlsOpts, err := dial.TLS.Options()
+	if err != nil {
+		return err
+	}
+	sys, err := coordinator.DialSys(auth, dial.URL, append(tlsOpts, dial.Options...)...)
 	if err != nil {
 		return err
 	}
@@ -279,26 +283,6 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		return nil
 	}
 	return err
-}
-
-// dialSys connects as a fresh system-account user, made in memory, through
-// which the coordinator pushes revocations and sees connections come and go.
-func dialSys(auth *accounts.Authority, d client.DialOptions) (*nats.Conn, error) {
-	tok, seed, err := auth.SysUser()
-	if err != nil {
-		return nil, err
-	}
-	tlsOpts, err := d.TLS.Options()
-	if err != nil {
-		return nil, err
-	}
-	opts := append([]nats.Option{nats.UserJWTAndSeed(tok, seed), nats.Name("outpost-coordinator-sys"),
-		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}, tlsOpts...)
-	nc, err := nats.Connect(d.URL, append(opts, d.Options...)...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the system account at %s: %w", d.URL, err)
-	}
-	return nc, nil
 }
 
 func withName(o client.DialOptions, name string) client.DialOptions {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -148,8 +149,13 @@ func (e *Env) NATS(creds string, opts ...nats.Option) *nats.Conn {
 func (e *Env) StartCoordinator(limits coordinator.Limits) *coordinator.Coordinator {
 	e.t.Helper()
 	conn := e.Dial(e.Creds(accounts.RoleCoordinator, subjects.CoordinatorName))
+	sys, err := coordinator.DialSys(e.Auth, e.URL)
+	if err != nil {
+		e.t.Fatalf("testenv: system account: %v", err)
+	}
+	e.t.Cleanup(sys.Close)
 	co, err := coordinator.New(Context(e.t), coordinator.Config{
-		Auth: e.Auth, Conn: conn, Limits: limits, Logger: e.Logs.Logger().With("part", "coordinator"),
+		Auth: e.Auth, Conn: conn, Sys: sys, Limits: limits, Logger: e.Logs.Logger().With("part", "coordinator"),
 	})
 	if err != nil {
 		e.t.Fatalf("testenv: coordinator: %v", err)
@@ -182,7 +188,13 @@ func (e *Env) StartAgent(creds string, cfg agent.Config) *agent.Agent {
 	}
 	name := cfg.Conn.Identity.Name
 	mark := e.Logs.Len()
-	e.run("agent "+name, a.Run)
+	e.run("agent "+name, func(ctx context.Context) error {
+		// A revoked agent ends by itself; tests that revoke expect it.
+		if err := a.Run(ctx); !errors.Is(err, agent.ErrRevoked) {
+			return err
+		}
+		return nil
+	})
 	e.Logs.Wait(e.t, mark, "agent "+name+" to be ready", func(en Entry) bool {
 		return en.Msg == "agent ready" && en.Attrs["agent"] == name
 	})
