@@ -34,6 +34,10 @@ type Config struct {
 	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL
 	// when the stop request names no grace; zero means 10s.
 	StopGrace time.Duration
+	// DrainTimeout is how long Run, once its context ends, lets running
+	// jobs finish before it kills them and hands them back to the queue.
+	// Zero kills them at once.
+	DrainTimeout time.Duration
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -49,9 +53,11 @@ type Agent struct {
 	grace time.Duration
 	log   *slog.Logger
 
-	jobs sync.WaitGroup // executions under way
+	jobs         sync.WaitGroup // executions under way
+	drainTimeout time.Duration
 
 	mu      sync.Mutex
+	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
 	stopped map[string]time.Time // stop requests for jobs not (yet) running here
 }
@@ -82,7 +88,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
-		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace,
+		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout,
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]time.Time{},
 	}, nil
@@ -91,11 +97,18 @@ func New(cfg Config) (*Agent, error) {
 // Tags are the pools this agent serves, as its credential says.
 func (a *Agent) Tags() []string { return slices.Clone(a.tags) }
 
-// Run pulls and runs jobs until ctx ends, then stops the jobs still running
-// (their attempts go back to the queue when the ack wait passes).
+// Run pulls and runs jobs until ctx ends. Then it drains: it stops
+// pulling and lets running jobs finish for up to Config.DrainTimeout (or
+// until StopJobs), kills what is still running and hands those jobs back to
+// the queue at once, as their next attempt.
 func (a *Agent) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	pullCtx, stopPulling := context.WithCancel(ctx)
+	defer stopPulling()
+	jobCtx, killJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer killJobs()
+	a.mu.Lock()
+	a.kill = killJobs
+	a.mu.Unlock()
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
@@ -109,19 +122,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		subs = append(subs, s)
 	}
-	var wg sync.WaitGroup
+	var pullers sync.WaitGroup
 	errc := make(chan error, len(a.tags))
 	for _, tag := range a.tags {
-		wg.Add(1)
+		pullers.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := a.pull(ctx, tag); err != nil {
+			defer pullers.Done()
+			if err := a.pull(pullCtx, jobCtx, tag); err != nil {
 				errc <- err
 			}
 		}()
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); a.heartbeat(ctx) }()
+	beating := make(chan struct{})
+	go func() { defer close(beating); a.heartbeat(jobCtx) }()
 	a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots))
 	var err error
 	select {
@@ -129,12 +142,47 @@ func (a *Agent) Run(ctx context.Context) error {
 	case err = <-errc:
 	case <-a.conn.Revoked():
 		err = fmt.Errorf("agent %s: %w; its jobs go to other agents of its tags", a.name, ErrRevoked)
+		killJobs()
 	}
-	cancel()
-	a.stopAll()
-	wg.Wait()
+	stopPulling()
+	pullers.Wait()
+	if err == nil && jobCtx.Err() == nil {
+		a.drain(jobCtx)
+	}
+	killJobs()
 	a.jobs.Wait()
+	<-beating
 	return err
+}
+
+// drain waits for the running jobs to end, at most DrainTimeout, or until
+// StopJobs ends the wait.
+func (a *Agent) drain(jobCtx context.Context) {
+	done := make(chan struct{})
+	go func() { a.jobs.Wait(); close(done) }()
+	a.mu.Lock()
+	n := len(a.running)
+	a.mu.Unlock()
+	if n > 0 {
+		a.log.Info("draining: no new jobs; waiting for the running ones", "running", n, "timeout", a.drainTimeout)
+	}
+	select {
+	case <-done:
+	case <-time.After(a.drainTimeout):
+		a.log.Warn("drain timeout: stopping the jobs still running; they go back to the queue")
+	case <-jobCtx.Done():
+	}
+}
+
+// StopJobs kills every running job and ends a drain at once; the jobs go
+// back to the queue as their next attempt. It is what a second SIGTERM does.
+func (a *Agent) StopJobs() {
+	a.mu.Lock()
+	kill := a.kill
+	a.mu.Unlock()
+	if kill != nil {
+		kill()
+	}
 }
 
 // consumer finds the tag's shared consumer, waiting for the coordinator to
@@ -164,7 +212,7 @@ func (a *Agent) consumer(ctx context.Context, tag string) (jetstream.Consumer, e
 // slot before it asks, and takes the slot once a job arrives, so several
 // tags share the slots without one starving another; a job that arrives
 // when another tag took the last slot waits, kept alive by InProgress.
-func (a *Agent) pull(ctx context.Context, tag string) error {
+func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 	cons, err := a.consumer(ctx, tag)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -199,7 +247,7 @@ func (a *Agent) pull(ctx context.Context, tag string) error {
 			go func() {
 				defer a.jobs.Done()
 				defer func() { <-a.slots }()
-				a.execute(ctx, m, ackWait)
+				a.execute(jobCtx, m, ackWait)
 			}()
 		}
 		cancel()
@@ -267,14 +315,6 @@ func (a *Agent) wasStopped(id string) bool {
 	_, ok := a.stopped[id]
 	delete(a.stopped, id)
 	return ok
-}
-
-func (a *Agent) stopAll() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, p := range a.running {
-		p.kill()
-	}
 }
 
 // heartbeat announces the agent on each of its tags.

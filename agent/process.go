@@ -102,6 +102,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if stopNow {
 		p.stop(subjects.StateStopped, a.grace)
 	}
+	// Jobs killed by the agent's shutdown are handed back by execute.
+	stopKill := context.AfterFunc(ctx, p.kill)
+	defer stopKill()
 	defer func() {
 		a.mu.Lock()
 		delete(a.running, job.ID)

@@ -191,8 +191,8 @@ func (c *Conn) readerConsumer(ctx context.Context, stream, filter string) (jetst
 			FilterSubject:     filter,
 			AckPolicy:         jetstream.AckNonePolicy,
 			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			// File-backed, so a follower resumes after a server restart.
 			InactiveThreshold: time.Minute,
-			MemoryStorage:     true,
 		})
 		cancel()
 		stop()

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/oklog/run"
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-run/outpost/agent"
@@ -32,6 +32,7 @@ func root() *cobra.Command {
 		workdir     string
 		concurrency int
 		grace       time.Duration
+		drain       time.Duration
 		verbose     bool
 	)
 	cmd := &cobra.Command{
@@ -59,20 +60,31 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				return err
 			}
 			defer nc.Close()
-			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, Logger: log})
+			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, Logger: log})
 			if err != nil {
 				return err
 			}
-			var g run.Group
+			// The first signal drains (no new jobs; running ones may finish
+			// within --drain-timeout); a second stops the running jobs, which
+			// go back to the queue.
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
 			ctx, cancel := context.WithCancel(context.Background())
-			g.Add(func() error { return a.Run(ctx) }, func(error) { cancel() })
-			g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
-			err = g.Run()
-			var sig run.SignalError
-			if errors.As(err, &sig) {
-				return nil
-			}
-			return err
+			defer cancel()
+			go func() {
+				s, ok := <-sigs
+				if !ok {
+					return
+				}
+				log.Info("draining; send the signal again to stop the running jobs", "signal", s.String(), "timeout", drain)
+				cancel()
+				if _, ok := <-sigs; ok {
+					log.Info("stopping the running jobs; they go back to the queue")
+					a.StopJobs()
+				}
+			}()
+			return a.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -80,6 +92,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
 	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	f.DurationVar(&drain, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running jobs may finish before they are stopped and requeued")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
