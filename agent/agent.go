@@ -34,6 +34,9 @@ type Config struct {
 	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL
 	// when the stop request names no grace; zero means 10s.
 	StopGrace time.Duration
+	// MaxOutput caps the output bytes kept per attempt; past it lines are
+	// dropped and a marker line says how many. Zero means DefaultMaxOutput.
+	MaxOutput int64
 	// DrainTimeout is how long Run, once its context ends, lets running
 	// jobs finish before it kills them and hands them back to the queue.
 	// Zero kills them at once.
@@ -41,6 +44,9 @@ type Config struct {
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
+
+// DefaultMaxOutput is the output kept per attempt unless Config says.
+const DefaultMaxOutput = 256 << 20
 
 // Agent pulls and runs jobs. Create it with New and run it with Run.
 type Agent struct {
@@ -55,6 +61,7 @@ type Agent struct {
 
 	jobs         sync.WaitGroup // executions under way
 	drainTimeout time.Duration
+	maxOutput    int64
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -74,6 +81,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
+	if cfg.MaxOutput <= 0 {
+		cfg.MaxOutput = DefaultMaxOutput
+	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 10 * time.Second
 	}
@@ -88,7 +98,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
-		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout,
+		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput,
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]time.Time{},
 	}, nil

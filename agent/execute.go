@@ -53,6 +53,9 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	switch {
 	case a.wasStopped(job.ID):
 		end.State, end.Error = subjects.StateStopped, "stopped before it started"
+	case attempt == 1 && job.QueueExpired(time.Now()):
+		end.State = subjects.StateFailed
+		end.Error = fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(job.QueueTimeout))
 	case attempt > job.MaxAttempts:
 		end.State = subjects.StateFailed
 		end.Error = fmt.Sprintf("gave up: the agents running it were lost %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"time"
@@ -56,6 +57,11 @@ type batcher struct {
 	job     string
 	attempt int
 	pub     *publisher
+	// limit is the most output bytes sent for the attempt; past it lines are
+	// counted, not sent, and one marker line on stderr says so at the end.
+	limit   int64
+	sent    int64
+	dropped int
 
 	next  int // number of the next line
 	first int // number of the buffered message's first line
@@ -73,8 +79,14 @@ func (b *batcher) run(ctx context.Context, in <-chan line) {
 		case l, ok := <-in:
 			if !ok {
 				b.flush(ctx, false)
+				b.markTruncation(ctx)
 				return
 			}
+			if b.dropped > 0 || (b.limit > 0 && b.sent+int64(len(l.text))+1 > b.limit) {
+				b.dropped++
+				continue
+			}
+			b.sent += int64(len(l.text)) + 1
 			if len(b.buf) > 0 && (l.stream != b.strm || len(b.buf)+len(l.text)+1 > subjects.MaxLogMsg) {
 				b.flush(ctx, false)
 			}
@@ -91,6 +103,19 @@ func (b *batcher) run(ctx context.Context, in <-chan line) {
 			b.flush(ctx, false)
 		}
 	}
+}
+
+// markTruncation adds, after the last line sent, one line on stderr saying
+// how much output the limit held back, so a reader never mistakes a cut
+// log for a whole one.
+func (b *batcher) markTruncation(ctx context.Context) {
+	if b.dropped == 0 {
+		return
+	}
+	b.first, b.strm = b.next, subjects.StreamStderr
+	b.buf = fmt.Appendf(nil, "[outpost: output truncated at %d bytes; %d more lines were not kept]\n", b.limit, b.dropped)
+	b.next++
+	b.flush(ctx, false)
 }
 
 func (b *batcher) flush(ctx context.Context, partial bool) {

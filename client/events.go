@@ -187,10 +187,10 @@ func (c *Conn) readerConsumer(ctx context.Context, stream, filter string) (jetst
 			// Unique, so that the server refuses to hand a slot in use to a
 			// second read of the same job (it returns an existing consumer
 			// whose config is equal): the reads would split the events.
-			Description:       "outpost reader " + rand.Text(),
-			FilterSubject:     filter,
-			AckPolicy:         jetstream.AckNonePolicy,
-			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			Description:   "outpost reader " + rand.Text(),
+			FilterSubject: filter,
+			AckPolicy:     jetstream.AckNonePolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
 			// File-backed, so a follower resumes after a server restart.
 			InactiveThreshold: time.Minute,
 		})

@@ -59,7 +59,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	c.jobs, c.creds = records{jobs}, registry{creds}
+	c.jobs, c.creds = records{jobs, c.js}, registry{creds, c.js}
 	all, err := c.creds.all(ctx)
 	if err != nil {
 		return nil, err
@@ -151,6 +151,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopPresence()
+	swept := make(chan struct{})
+	go func() { defer close(swept); c.sweep(ctx) }()
+	defer func() { <-swept }()
 	c.log.Info("coordinator ready", "api", subjects.APIAll)
 	<-ctx.Done()
 	return nil

@@ -62,6 +62,10 @@ type JobSpec struct {
 	Dir string `json:"dir,omitempty"`
 	// Timeout bounds the run time; zero means no limit.
 	Timeout Duration `json:"timeout,omitempty"`
+	// QueueTimeout bounds the wait from submit to the first start; a job
+	// no agent started in time fails. Zero means it waits as long as the
+	// jobs stream keeps it.
+	QueueTimeout Duration `json:"queue_timeout,omitempty"`
 	// MaxAttempts bounds how many agents may try the job when the one
 	// running it disappears. Zero means DefaultMaxAttempts.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -101,6 +105,9 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.Timeout < 0 || time.Duration(s.Timeout) > MaxTimeout {
 		return fmt.Errorf("%w: timeout %s must lie between 0 (none) and %s", ErrBadSpec, time.Duration(s.Timeout), MaxTimeout)
+	}
+	if s.QueueTimeout < 0 || time.Duration(s.QueueTimeout) > MaxTimeout {
+		return fmt.Errorf("%w: queue_timeout %s must lie between 0 (none) and %s", ErrBadSpec, time.Duration(s.QueueTimeout), MaxTimeout)
 	}
 	if s.MaxAttempts < 0 || s.MaxAttempts > MaxAttemptsLimit {
 		return fmt.Errorf("%w: max_attempts %d must lie between 1 and %d", ErrBadSpec, s.MaxAttempts, MaxAttemptsLimit)
@@ -153,6 +160,12 @@ const (
 
 // States lists every state, in lifecycle order.
 var States = []State{StateQueued, StateRunning, StateSucceeded, StateFailed, StateStopped, StateTimedOut}
+
+// QueueExpired reports whether a job that has never started has waited
+// past its queue timeout at now.
+func (j *Job) QueueExpired(now time.Time) bool {
+	return j.QueueTimeout > 0 && j.Attempt == 1 && now.Sub(j.SubmittedAt) > time.Duration(j.QueueTimeout)
+}
 
 // Terminal reports whether a job in state s can never change again.
 func (s State) Terminal() bool {

@@ -33,6 +33,7 @@ func root() *cobra.Command {
 		concurrency int
 		grace       time.Duration
 		drain       time.Duration
+		maxOutput   int64
 		verbose     bool
 	)
 	cmd := &cobra.Command{
@@ -60,7 +61,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				return err
 			}
 			defer nc.Close()
-			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, Logger: log})
+			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, MaxOutput: maxOutput, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -92,6 +93,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
 	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	f.Int64Var(&maxOutput, "max-output", agent.DefaultMaxOutput, "output bytes kept per job attempt; past it lines are dropped and a marker says so")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running jobs may finish before they are stopped and requeued")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

@@ -21,6 +21,7 @@ func runCmd(g *globals) *cobra.Command {
 		spec      subjects.JobSpec
 		env       []string
 		timeout   time.Duration
+		queueWait time.Duration
 		stdinFile string
 		detach    bool
 		output    string
@@ -44,6 +45,7 @@ it. With --detach it prints the job ID and returns at once.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			spec.Command = args
 			spec.Timeout = subjects.Duration(timeout)
+			spec.QueueTimeout = subjects.Duration(queueWait)
 			var err error
 			if spec.Env, err = parseEnv(env); err != nil {
 				return err
@@ -79,6 +81,7 @@ it. With --detach it prints the job ID and returns at once.`,
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable NAME=VALUE for the job (repeatable)")
 	f.StringVar(&spec.Dir, "dir", "", "working directory on the agent (relative: inside the job's own)")
 	f.DurationVar(&timeout, "timeout", 0, "stop the job after this long (0: no limit)")
+	f.DurationVar(&queueWait, "queue-timeout", 0, "fail the job if no agent starts it within this long (0: wait)")
 	f.IntVar(&spec.MaxAttempts, "max-attempts", 0, "how many agents may try the job if one is lost (default 3)")
 	f.StringVar(&stdinFile, "stdin", "", "file to feed to the job's stdin ('-' for this terminal's stdin)")
 	f.BoolVarP(&detach, "detach", "d", false, "print the job ID and return at once")
