@@ -33,6 +33,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./subjects/ -run '^$$' -fuzz FuzzParseSpec -fuzztime $(FUZZTIME)
 	$(GO) test ./subjects/ -run '^$$' -fuzz FuzzParseSubjects -fuzztime $(FUZZTIME)
+	$(GO) test ./subjects/ -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./accounts/ -run '^$$' -fuzz FuzzParseCreds -fuzztime $(FUZZTIME)
 
 vet:

@@ -153,3 +153,37 @@ func FuzzParseSubjects(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRequest feeds arbitrary API payloads to ParseRequest for every
+// request type. It must never panic, and what it accepts must encode again.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"01jd7x3k9q8r6t5v4w3y2z1a0b"}`,
+		`{"tag":"a","state":"running","owner":"alice","limit":10}`,
+		`{"id":"01jd7x3k9q8r6t5v4w3y2z1a0b","force":true,"grace":"5s"}`,
+		`{"name":"gpu-1","role":"agent","tags":["gpu"],"expires":"720h"}`,
+		`{"name":"x"}`,
+		`{"role":"agent"}`,
+		`{"grace":-1}`,
+		`{"limit":1e309}`,
+		`{"id":1}`,
+		`[]`,
+		`{} {}`,
+		``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, v := range []any{
+			&subjects.GetRequest{}, &subjects.ListRequest{}, &subjects.StopRequest{},
+			&subjects.IssueRequest{}, &subjects.RevokeRequest{}, &subjects.CredsRequest{},
+		} {
+			if err := subjects.ParseRequest(data, v); err != nil {
+				continue
+			}
+			if _, err := json.Marshal(v); err != nil {
+				t.Fatalf("accepted %q into %T, which does not encode: %v", data, v, err)
+			}
+		}
+	})
+}
