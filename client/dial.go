@@ -146,7 +146,7 @@ func dialError(o DialOptions, err error) error {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
 		strings.Contains(strings.ToLower(err.Error()), "authorization"):
 		return fmt.Errorf("the server at %s refused the credential in %s (revoked, expired, or issued by another operator?): %w", o.URL, o.Creds, err)
-	case strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") || errors.Is(err, nats.ErrSecureConnRequired):
+	case errors.Is(err, nats.ErrTLS) || strings.Contains(err.Error(), "tls:") || strings.Contains(err.Error(), "x509:") || errors.Is(err, nats.ErrSecureConnRequired):
 		return fmt.Errorf("TLS with %s failed (check --tls-ca, and --tls-cert/--tls-key where the server wants a client certificate): %w", o.URL, err)
 	case errors.Is(err, nats.ErrNoServers):
 		return fmt.Errorf("cannot reach NATS at %s: is the coordinator running ('make run'), or is --server wrong?: %w", o.URL, err)

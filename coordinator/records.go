@@ -16,7 +16,10 @@ import (
 // records keeps job records in the jobs bucket. Every change is a
 // compare-and-set on the key's revision, so concurrent writers (the API and
 // the event consumer, or two coordinators) never lose an update.
-type records struct{ kv jetstream.KeyValue }
+type records struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
 
 var errNoRecord = errors.New("no such job")
 
@@ -76,22 +79,17 @@ func (r records) update(ctx context.Context, id string, change func(*subjects.Re
 }
 
 // list returns the records that keep says to keep, newest first, at most
-// limit of them. It reads the bucket once through a watcher.
+// limit of them. It reads the whole bucket (see scanKV).
 func (r records) list(ctx context.Context, keep func(*subjects.Record) bool, limit int) ([]subjects.Record, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("list records: %w", err)
-	}
-	defer w.Stop()
 	var out []subjects.Record
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
+	err := scanKV(ctx, r.js, r.kv, func(_ string, value []byte) {
 		var rec subjects.Record
-		if json.Unmarshal(e.Value(), &rec) == nil && keep(&rec) {
+		if json.Unmarshal(value, &rec) == nil && keep(&rec) {
 			out = append(out, rec)
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list records: %w", err)
 	}
 	slices.SortFunc(out, func(a, b subjects.Record) int { return strings.Compare(b.ID, a.ID) })
 	if len(out) > limit {

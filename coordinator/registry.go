@@ -15,7 +15,10 @@ import (
 
 // registry keeps credential records in the creds bucket, keyed by name, so
 // names stay unique across every role. It holds public keys and JWTs only.
-type registry struct{ kv jetstream.KeyValue }
+type registry struct {
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
 
 var errNameTaken = errors.New("name already issued")
 
@@ -97,20 +100,15 @@ func (r registry) update(ctx context.Context, name string, change func(*subjects
 
 // all returns every credential record.
 func (r registry) all(ctx context.Context) ([]subjects.Credential, error) {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("list credentials: %w", err)
-	}
-	defer w.Stop()
 	var out []subjects.Credential
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
+	err := scanKV(ctx, r.js, r.kv, func(_ string, value []byte) {
 		var c subjects.Credential
-		if json.Unmarshal(e.Value(), &c) == nil {
+		if json.Unmarshal(value, &c) == nil {
 			out = append(out, c)
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
 	}
 	return out, nil
 }

@@ -170,6 +170,9 @@ func baseEnv(extra ...string) []string {
 // credential they use (none: the CLI falls back to ./.outpost/creds).
 type session struct {
 	dir, server, creds string
+	// extra is more environment, such as the OUTPOST_TLS_* settings of a
+	// server that wants TLS.
+	extra []string
 }
 
 func (s session) env() []string {
@@ -177,7 +180,7 @@ func (s session) env() []string {
 	if s.creds != "" {
 		env = append(env, "OUTPOST_CREDS="+s.creds)
 	}
-	return env
+	return append(env, s.extra...)
 }
 
 // outpost runs the CLI to its end.
@@ -292,21 +295,25 @@ type coordOptions struct {
 	env []string
 	// args are more flags for 'coordinator run'.
 	args []string
+	// clientEnv is added to the environment of every CLI and agent run
+	// against this coordinator, such as OUTPOST_TLS_* for a TLS server.
+	clientEnv []string
 }
 
 // coord is a running 'coordinator run' and its data directory.
 type coord struct {
-	data  string
-	url   string // where clients connect
-	args  []string
-	env   []string
-	proc  *proc
-	admin session // the admin, in a directory of their own
+	data      string
+	url       string // where clients connect
+	args      []string
+	env       []string
+	clientEnv []string
+	proc      *proc
+	admin     session // the admin, in a directory of their own
 }
 
 func startCoordinator(t testing.TB, o coordOptions) *coord {
 	t.Helper()
-	c := &coord{data: o.data, env: baseEnv(o.env...)}
+	c := &coord{data: o.data, env: baseEnv(o.env...), clientEnv: o.clientEnv}
 	if c.data == "" {
 		c.data = filepath.Join(t.TempDir(), "data")
 	}
@@ -326,7 +333,7 @@ func startCoordinator(t testing.TB, o coordOptions) *coord {
 		c.args = append(c.args, "--local-agent=false")
 	}
 	c.args = append(c.args, o.args...)
-	c.admin = session{dir: t.TempDir(), creds: c.creds("admin")}
+	c.admin = session{dir: t.TempDir(), creds: c.creds("admin"), extra: o.clientEnv}
 	c.start(t)
 	return c
 }
@@ -374,22 +381,57 @@ func (c *coord) creds(name string) string {
 
 // as is a session of the named credential, next to the admin's.
 func (c *coord) as(name string) session {
-	return session{dir: c.admin.dir, server: c.url, creds: c.creds(name)}
+	return session{dir: c.admin.dir, server: c.url, creds: c.creds(name), extra: c.clientEnv}
+}
+
+// with is the same session with another creds file.
+func (s session) with(creds string) session {
+	s.creds = creds
+	return s
 }
 
 // startAgent runs the agent binary with a credential from the data
 // directory, with a work directory of its own.
 func (c *coord) startAgent(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"--server", c.url, "--creds", c.creds(name), "--workdir", t.TempDir()}, args...)
-	a := startProc(t, t.TempDir(), baseEnv(), bin("agent"), args...)
-	waitFor(t, startTimeout, "agent "+name+" to be ready", func() bool {
+	return c.startAgentWith(t, c.creds(name), args...)
+}
+
+// startAgentWith runs the agent binary with the creds file at path, such
+// as one that 'outpost admin agent add' printed.
+func (c *coord) startAgentWith(t testing.TB, creds string, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"--server", c.url, "--creds", creds, "--workdir", t.TempDir()}, args...)
+	a := startProc(t, t.TempDir(), baseEnv(c.clientEnv...), bin("agent"), args...)
+	waitFor(t, startTimeout, "agent "+filepath.Base(creds)+" to be ready", func() bool {
 		if a.exited() {
-			t.Fatalf("agent %s exited at start:\n%s", name, a.stderr.String())
+			t.Fatalf("agent %s exited at start:\n%s", creds, a.stderr.String())
 		}
 		return strings.Contains(a.stderr.String(), "agent ready")
 	})
 	return a
+}
+
+// issue issues a credential through the admin API as an operator does:
+// 'outpost admin agent add NAME --tag T > NAME.creds' for role agent, else
+// 'outpost admin user add NAME --role ROLE --tag T'. args are more flags
+// (--tag, --expires). The creds file goes into a directory of the test's
+// own, mode 0600, and its path is returned.
+func (c *coord) issue(t testing.TB, role, name string, args ...string) string {
+	t.Helper()
+	cmd := []string{"admin", "agent", "add", name}
+	if role != "agent" {
+		cmd = []string{"admin", "user", "add", name, "--role", role}
+	}
+	r := c.admin.mustOutpost(t, append(cmd, args...)...)
+	if !strings.Contains(r.stdout, "BEGIN NATS USER JWT") || !strings.Contains(r.stderr, fmt.Sprintf("issued %s credential %q", role, name)) {
+		t.Fatalf("outpost %s printed no creds file:\n%s", strings.Join(cmd, " "), r)
+	}
+	p := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(p, []byte(r.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // issueCreds issues credentials into a data directory the way an operator
@@ -482,11 +524,11 @@ type natsConn struct {
 }
 
 // dialNATS connects with a creds file. inbox is the inbox prefix to use;
-// empty keeps nats.go's default.
-func dialNATS(t testing.TB, url, creds, inbox string) *natsConn {
+// empty keeps nats.go's default. opts come after the harness's own.
+func dialNATS(t testing.TB, url, creds, inbox string, opts ...nats.Option) *natsConn {
 	t.Helper()
 	c := &natsConn{}
-	opts := []nats.Option{
+	opts = append([]nats.Option{
 		nats.UserCredentials(creds),
 		nats.Name("outpost-e2e"),
 		nats.NoReconnect(),
@@ -495,7 +537,7 @@ func dialNATS(t testing.TB, url, creds, inbox string) *natsConn {
 			c.errs = append(c.errs, err.Error())
 			c.mu.Unlock()
 		}),
-	}
+	}, opts...)
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}

@@ -44,13 +44,14 @@ func TestStockNATSServer(t *testing.T) {
 // startStockServer initialises a data directory for a server on a free
 // port and starts nats-server with the configuration it wrote, returning
 // the server's URL. The port can be taken between the choice and the
-// bind, so a server that cannot bind is retried on another port.
-func startStockServer(t *testing.T, data string) string {
+// bind, so a server that cannot bind is retried on another port. initArgs
+// are more flags for 'coordinator init', such as --tls.
+func startStockServer(t *testing.T, data string, initArgs ...string) string {
 	t.Helper()
 	for range 3 {
 		port := freePort(t)
 		listen := "127.0.0.1:" + strconv.Itoa(port)
-		r := runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), "init", "--data", data, "--listen", listen)
+		r := runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), append([]string{"init", "--data", data, "--listen", listen}, initArgs...)...)
 		if r.code != 0 || !strings.Contains(r.stdout, "nats-server -c "+filepath.Join(data, "nats-server.conf")) {
 			t.Fatalf("coordinator init:\n%s", r)
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -205,10 +206,13 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		if err != nil {
 			return err
 		}
-		// In-process connections need no TLS.
+		// In-process connections need no TLS: the server lets them in
+		// without it. The server's own URL says tls:// when it has a
+		// certificate, which would make nats.go insist on TLS over the
+		// pipe, and fail for want of the CA.
 		dial.TLS = client.TLS{}
 		defer srv.Stop()
-		dial.URL = srv.ClientURL()
+		dial.URL = strings.Replace(srv.ClientURL(), "tls://", "nats://", 1)
 		dial.Options = []nats.Option{nats.InProcessServer(srv)}
 		sctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return srv.Wait(sctx) }, func(error) { cancel() })

@@ -137,16 +137,20 @@ func jobExit(g *globals, id string, end *subjects.StatusEvent) error {
 // came from, and a note when a new attempt starts.
 type printer struct {
 	stdout, stderr io.Writer
-	attempt        int
+	started        int // the latest attempt seen running
 	end            *subjects.StatusEvent
 }
 
 func (p *printer) show(ev client.Event) error {
 	if s := ev.Status; s != nil {
-		if s.State == subjects.StateRunning && s.Attempt > 1 && s.Attempt > p.attempt {
-			fmt.Fprintf(p.stderr, "outpost: attempt %d on agent %s\n", s.Attempt, s.Agent)
+		// A requeued job's queued status already carries the new attempt, so
+		// the note goes by the attempts seen running.
+		if s.State == subjects.StateRunning && s.Attempt > p.started {
+			if s.Attempt > 1 {
+				fmt.Fprintf(p.stderr, "outpost: attempt %d on agent %s\n", s.Attempt, s.Agent)
+			}
+			p.started = s.Attempt
 		}
-		p.attempt = max(p.attempt, s.Attempt)
 		if s.State.Terminal() {
 			p.end = s
 		}

@@ -1,0 +1,63 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// scanKV calls fn with the current value of every key of kv, once each.
+//
+// A watcher's initial values are not enough: while it runs, the server
+// skips a value that a newer one has replaced, and the newer one may come
+// after the end-of-initial-values marker, so a key written during the scan
+// (a credential's last seen time, a job's state) can be missing from it
+// altogether. So the keys the bucket's stream holds once the scan is over
+// are checked against what the scan gave, and any it missed are read
+// directly. Keys gone by then (deleted, expired) are left out.
+func scanKV(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, fn func(key string, value []byte)) error {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		seen[e.Key()] = true
+		fn(e.Key(), e.Value())
+	}
+	_ = w.Stop()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	prefix := "$KV." + kv.Bucket() + "."
+	s, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return err
+	}
+	for subj := range info.State.Subjects {
+		key := strings.TrimPrefix(subj, prefix)
+		if seen[key] {
+			continue
+		}
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			continue
+		case err != nil:
+			return fmt.Errorf("read %s: %w", key, err)
+		}
+		seen[key] = true
+		fn(key, e.Value())
+	}
+	return nil
+}
