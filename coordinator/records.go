@@ -35,47 +35,24 @@ func (r records) create(ctx context.Context, rec subjects.Record) error {
 }
 
 func (r records) get(ctx context.Context, id string) (subjects.Record, uint64, error) {
-	e, err := r.kv.Get(ctx, id)
+	rec, rev, err := getJSON[subjects.Record](ctx, r.kv, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return subjects.Record{}, 0, errNoRecord
+		return rec, 0, errNoRecord
 	}
 	if err != nil {
-		return subjects.Record{}, 0, fmt.Errorf("read record %s: %w", id, err)
+		return rec, 0, fmt.Errorf("read record %s: %w", id, err)
 	}
-	var rec subjects.Record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return subjects.Record{}, 0, fmt.Errorf("decode record %s: %w", id, err)
-	}
-	return rec, e.Revision(), nil
+	return rec, rev, nil
 }
 
 // update applies change to the record and writes it back if change reports
-// that it changed something, retrying on a concurrent write.
+// that it changed something.
 func (r records) update(ctx context.Context, id string, change func(*subjects.Record) bool) (subjects.Record, bool, error) {
-	for {
-		rec, rev, err := r.get(ctx, id)
-		if err != nil {
-			return rec, false, err
-		}
-		if !change(&rec) {
-			return rec, false, nil
-		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return rec, false, err
-		}
-		_, err = r.kv.Update(ctx, id, b, rev)
-		if err == nil {
-			return rec, true, nil
-		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-			return rec, false, fmt.Errorf("update record %s: %w", id, err)
-		}
-		if ctx.Err() != nil {
-			return rec, false, ctx.Err()
-		}
+	rec, changed, err := updateJSON(ctx, r.kv, id, func(rec *subjects.Record) (bool, error) { return change(rec), nil })
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		err = errNoRecord
 	}
+	return rec, changed, err
 }
 
 // list returns the records that keep says to keep, newest first, at most

@@ -25,7 +25,7 @@ var errNameTaken = errors.New("name already issued")
 // add records a new credential. A name may be taken again only once its
 // previous credential is revoked; the revoked key is kept with the record.
 func (r registry) add(ctx context.Context, c subjects.Credential) error {
-	old, rev, err := r.getRev(ctx, c.Name)
+	old, rev, err := getJSON[subjects.Credential](ctx, r.kv, c.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		rev = 0
@@ -58,44 +58,14 @@ func (r registry) add(ctx context.Context, c subjects.Credential) error {
 }
 
 func (r registry) get(ctx context.Context, name string) (subjects.Credential, error) {
-	c, _, err := r.getRev(ctx, name)
+	c, _, err := getJSON[subjects.Credential](ctx, r.kv, name)
 	return c, err
 }
 
-func (r registry) getRev(ctx context.Context, name string) (subjects.Credential, uint64, error) {
-	e, err := r.kv.Get(ctx, name)
-	if err != nil {
-		return subjects.Credential{}, 0, err
-	}
-	var c subjects.Credential
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return subjects.Credential{}, 0, fmt.Errorf("decode credential %s: %w", name, err)
-	}
-	return c, e.Revision(), nil
-}
-
-// update changes a record with compare-and-set, retrying on a race.
+// update changes a credential record with compare-and-set.
 func (r registry) update(ctx context.Context, name string, change func(*subjects.Credential) error) (subjects.Credential, error) {
-	for {
-		c, rev, err := r.getRev(ctx, name)
-		if err != nil {
-			return c, err
-		}
-		if err := change(&c); err != nil {
-			return c, err
-		}
-		b, err := json.Marshal(c)
-		if err != nil {
-			return c, err
-		}
-		if _, err = r.kv.Update(ctx, name, b, rev); err == nil {
-			return c, nil
-		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence || ctx.Err() != nil {
-			return c, fmt.Errorf("update credential %s: %w", name, err)
-		}
-	}
+	c, _, err := updateJSON(ctx, r.kv, name, func(c *subjects.Credential) (bool, error) { return true, change(c) })
+	return c, err
 }
 
 // all returns every credential record.

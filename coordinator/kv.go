@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -60,4 +61,44 @@ func scanKV(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, 
 		fn(key, e.Value())
 	}
 	return nil
+}
+
+// getJSON reads key's JSON value and its revision.
+func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, uint64, error) {
+	var v T
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		return v, 0, err
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// updateJSON applies change to key's JSON value and writes it back with
+// compare-and-set if change reports a change, retrying on a concurrent
+// write, so concurrent writers (the API, the event consumer, another
+// coordinator) never lose an update. An error from change ends it.
+func updateJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, change func(*T) (bool, error)) (T, bool, error) {
+	for {
+		v, rev, err := getJSON[T](ctx, kv, key)
+		if err != nil {
+			return v, false, err
+		}
+		if ok, err := change(&v); err != nil || !ok {
+			return v, false, err
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return v, false, err
+		}
+		if _, err = kv.Update(ctx, key, b, rev); err == nil {
+			return v, true, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence || ctx.Err() != nil {
+			return v, false, fmt.Errorf("update %s: %w", key, err)
+		}
+	}
 }
