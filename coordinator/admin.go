@@ -68,6 +68,7 @@ func (c *Coordinator) Revoke(ctx context.Context, name string) (subjects.Credent
 	if err != nil {
 		return cred, err
 	}
+	c.m.revoked.WithLabelValues(cred.Role).Inc()
 	c.log.Info("credential revoked", "name", name, "role", cred.Role, "public_key", cred.PublicKey)
 	if cred.Role == string(accounts.RoleAgent) {
 		c.requeueAgentJobs(ctx, name, "its agent "+name+" was revoked")

@@ -79,6 +79,11 @@ func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) 
 	if err != nil {
 		reply = errReply(err)
 	}
+	result := "ok"
+	if reply.Error != nil {
+		result = string(reply.Error.Code)
+	}
+	c.m.api.WithLabelValues(verb, result).Inc()
 	c.audit(who, name, verb, target, reply)
 	return reply
 }
@@ -220,6 +225,7 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 		c.fail(ctx, rec, fmt.Sprintf("could not queue the job: %v", err))
 		return nil, fmt.Errorf("queue job %s: %w", job.ID, err)
 	}
+	c.m.submitted.WithLabelValues(job.Tag).Inc()
 	c.log.Info("job submitted", "job", job.ID, "tag", job.Tag, "owner", job.Owner)
 	return &rec, nil
 }

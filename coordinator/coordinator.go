@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/client"
@@ -25,6 +26,8 @@ type Config struct {
 	// which revocations are pushed to the servers and connections are seen.
 	// Without it the coordinator cannot revoke.
 	Sys *nats.Conn
+	// Metrics receives the coordinator's metrics; nil keeps them private.
+	Metrics prometheus.Registerer
 	// Limits are the stream limits; the zero value means DefaultLimits.
 	Limits Limits
 	// Logger; nil means slog.Default.
@@ -43,6 +46,7 @@ type Coordinator struct {
 	jobs   records
 	creds  registry
 	tags   sync.Map // tag -> struct{}: tags whose consumer is known to exist
+	m      *metrics
 }
 
 // New sets up the streams, buckets and consumers (idempotently) and returns
@@ -55,11 +59,16 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, sys: cfg.Sys, js: cfg.Conn.JS, limits: cfg.Limits, log: cfg.Logger}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	c.m = newMetrics(cfg.Metrics)
+	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	c.jobs, c.creds = records{jobs, c.js}, registry{creds, c.js}
+	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
 	all, err := c.creds.all(ctx)
 	if err != nil {
 		return nil, err
@@ -105,6 +114,7 @@ func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts
 	if err := c.creds.add(ctx, cred.Credential); err != nil {
 		return accounts.Credential{}, err
 	}
+	c.m.issued.WithLabelValues(string(req.Role)).Inc()
 	c.log.Info("credential issued", "name", cred.Name, "role", cred.Role, "tags", cred.Tags, "public_key", cred.PublicKey)
 	return cred, nil
 }

@@ -19,6 +19,7 @@ import (
 type records struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
+	m  *metrics // observes every change of state; may be nil
 }
 
 var errNoRecord = errors.New("no such job")
@@ -48,9 +49,16 @@ func (r records) get(ctx context.Context, id string) (subjects.Record, uint64, e
 // update applies change to the record and writes it back if change reports
 // that it changed something.
 func (r records) update(ctx context.Context, id string, change func(*subjects.Record) bool) (subjects.Record, bool, error) {
-	rec, changed, err := updateJSON(ctx, r.kv, id, func(rec *subjects.Record) (bool, error) { return change(rec), nil })
+	var before subjects.Record
+	rec, changed, err := updateJSON(ctx, r.kv, id, func(rec *subjects.Record) (bool, error) {
+		before = *rec
+		return change(rec), nil
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		err = errNoRecord
+	}
+	if changed {
+		r.m.observe(before, rec)
 	}
 	return rec, changed, err
 }

@@ -320,7 +320,8 @@ func startCoordinator(t testing.TB, o coordOptions) *coord {
 	if len(o.creds) > 0 {
 		issueCreds(t, c.data, o.creds...)
 	}
-	c.args = []string{"run", "--data", c.data}
+	// Port 0 for metrics too: parallel coordinators never share a port.
+	c.args = []string{"run", "--data", c.data, "--http", "127.0.0.1:0"}
 	if o.natsURL != "" {
 		c.url = o.natsURL
 		c.args = append(c.args, "--nats-url", o.natsURL)

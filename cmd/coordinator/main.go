@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-run/outpost/accounts"
@@ -144,6 +148,7 @@ type runOptions struct {
 	localAgent                   bool
 	concurrency                  int
 	ackWait                      time.Duration
+	httpAddr                     string
 	verbose                      bool
 }
 
@@ -172,6 +177,7 @@ Unless --local-agent=false, an agent for tag 'local' runs in the same process.`,
 	f.BoolVar(&o.localAgent, "local-agent", true, "run an agent for tag 'local' in this process")
 	f.IntVar(&o.concurrency, "agent-concurrency", 4, "jobs the local agent runs at once")
 	f.DurationVar(&o.ackWait, "ack-wait", coordinator.DefaultLimits.AckWait, "how long a silent agent keeps its job before another agent gets it")
+	f.StringVar(&o.httpAddr, "http", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz (empty: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
@@ -235,9 +241,25 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 	defer sys.Close()
 	limits := coordinator.DefaultLimits
 	limits.AckWait = o.ackWait
-	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Sys: sys, Limits: limits, Logger: log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Sys: sys, Limits: limits, Metrics: reg, Logger: log})
 	if err != nil {
 		return err
+	}
+	if o.httpAddr != "" {
+		l, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w (pick another address, or --http '' for none)", o.httpAddr, err)
+		}
+		hs := &http.Server{Handler: co.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+		g.Add(func() error {
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}, func(error) { _ = hs.Close() })
+		log.Info("serving metrics and health", "addr", "http://"+l.Addr().String())
 	}
 	// Every creds file in the data directory is registered: the bootstrap
 	// ones, and any an operator issued offline with accounts.EnsureCreds.

@@ -148,15 +148,22 @@ func (e *Env) NATS(creds string, opts ...nats.Option) *nats.Conn {
 // coordinator.DefaultLimits. It returns once the coordinator answers.
 func (e *Env) StartCoordinator(limits coordinator.Limits) *coordinator.Coordinator {
 	e.t.Helper()
+	return e.StartCoordinatorWith(coordinator.Config{Limits: limits})
+}
+
+// StartCoordinatorWith is StartCoordinator with more of the config: its
+// Auth, Conn, Sys and Logger are filled in.
+func (e *Env) StartCoordinatorWith(cfg coordinator.Config) *coordinator.Coordinator {
+	e.t.Helper()
 	conn := e.Dial(e.Creds(accounts.RoleCoordinator, subjects.CoordinatorName))
 	sys, err := coordinator.DialSys(e.Auth, e.URL)
 	if err != nil {
 		e.t.Fatalf("testenv: system account: %v", err)
 	}
 	e.t.Cleanup(sys.Close)
-	co, err := coordinator.New(Context(e.t), coordinator.Config{
-		Auth: e.Auth, Conn: conn, Sys: sys, Limits: limits, Logger: e.Logs.Logger().With("part", "coordinator"),
-	})
+	cfg.Auth, cfg.Conn, cfg.Sys = e.Auth, conn, sys
+	cfg.Logger = e.Logs.Logger().With("part", "coordinator")
+	co, err := coordinator.New(Context(e.t), cfg)
 	if err != nil {
 		e.t.Fatalf("testenv: coordinator: %v", err)
 	}
