@@ -34,6 +34,8 @@ type Config struct {
 	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL
 	// when the stop request names no grace; zero means 10s.
 	StopGrace time.Duration
+	// Heartbeat is how often the agent announces itself; zero means 5s.
+	Heartbeat time.Duration
 	// MaxOutput caps the output bytes kept per attempt; past it lines are
 	// dropped and a marker line says how many. Zero means DefaultMaxOutput.
 	MaxOutput int64
@@ -60,6 +62,8 @@ type Agent struct {
 	log   *slog.Logger
 
 	jobs         sync.WaitGroup // executions under way
+	stats        stats
+	beatEvery    time.Duration
 	drainTimeout time.Duration
 	maxOutput    int64
 
@@ -81,6 +85,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
 	if cfg.MaxOutput <= 0 {
 		cfg.MaxOutput = DefaultMaxOutput
 	}
@@ -98,7 +105,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
-		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput,
+		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]time.Time{},
 	}, nil
@@ -329,11 +336,12 @@ func (a *Agent) wasStopped(id string) bool {
 
 // heartbeat announces the agent on each of its tags.
 func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(a.beatEvery)
 	defer t.Stop()
 	for {
 		a.mu.Lock()
-		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC()}
+		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
+			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load()}
 		for id := range a.running {
 			hb.Running = append(hb.Running, id)
 		}

@@ -142,6 +142,7 @@ func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
 		if d := a.conn.Denied(); d != nil {
 			return fmt.Errorf("publish %s: %w", m.Subject, d)
 		}
+		a.stats.retries.Add(1)
 		a.log.Warn("publish failed; retrying", "subject", m.Subject, "err", err)
 		select {
 		case <-time.After(backoff):

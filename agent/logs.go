@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ type batcher struct {
 	job     string
 	attempt int
 	pub     *publisher
+	stats   *stats // may be nil
 	// limit is the most output bytes sent for the attempt; past it lines are
 	// counted, not sent, and one marker line on stderr says so at the end.
 	limit   int64
@@ -132,6 +134,10 @@ func (b *batcher) flush(ctx context.Context, partial bool) {
 		m.Header.Set(subjects.HeaderPartial, "1")
 	}
 	b.pub.publish(ctx, m)
+	if b.stats != nil {
+		b.stats.lines.Add(uint64(bytes.Count(b.buf, []byte{'\n'})))
+		b.stats.bytes.Add(uint64(len(b.buf)))
+	}
 	b.buf = nil
 }
 

@@ -117,7 +117,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 
 	lines := make(chan line, 1024)
 	pub := &publisher{js: a.js, retry: a.storeWithRetry}
-	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub, limit: a.maxOutput}
+	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub, limit: a.maxOutput, stats: &a.stats}
 	batched := make(chan struct{})
 	go func() { b.run(ctx, lines); close(batched) }()
 	var readers sync.WaitGroup

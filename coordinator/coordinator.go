@@ -47,6 +47,7 @@ type Coordinator struct {
 	creds  registry
 	tags   sync.Map // tag -> struct{}: tags whose consumer is known to exist
 	m      *metrics
+	fleet  *fleet
 }
 
 // New sets up the streams, buckets and consumers (idempotently) and returns
@@ -62,7 +63,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
-	c.m = newMetrics(cfg.Metrics)
+	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics)
 	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	if err != nil {
@@ -161,6 +162,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopPresence()
+	beats, err := c.conn.Subscribe(subjects.HeartbeatAll, c.fleet.beat)
+	if err != nil {
+		return fmt.Errorf("subscribe to heartbeats: %w", err)
+	}
+	defer beats.Unsubscribe()
 	swept := make(chan struct{})
 	go func() { defer close(swept); c.sweep(ctx) }()
 	defer func() { <-swept }()

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,8 +28,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	// One job waits (no agent of tag b runs); two run on tag a and end.
 	env.Creds(accounts.RoleAgent, "agent-b", "b")
 	submit(t, alice, subjects.JobSpec{Tag: "b", Command: []string{"true"}})
-	env.StartAgent(env.Creds(accounts.RoleAgent, "agent-a", "a"), agent.Config{})
-	for _, cmd := range [][]string{{"true"}, {"false"}} {
+	env.StartAgent(env.Creds(accounts.RoleAgent, "agent-a", "a"), agent.Config{Heartbeat: 50 * time.Millisecond})
+	for _, cmd := range [][]string{{"echo", "hi"}, {"false"}} {
 		r := submit(t, alice, subjects.JobSpec{Tag: "a", Command: cmd})
 		testenv.Eventually(t, "job to end", func() bool {
 			got, err := alice.Get(ctx, r.ID)
@@ -47,12 +48,16 @@ func TestMetricsAndHealth(t *testing.T) {
 		`outpost_job_run_duration_seconds_count{state="failed",tag="a"} 1`,
 		`outpost_job_queue_wait_seconds_count{tag="a"} 2`,
 		`outpost_jetstream_up 1`,
+		`outpost_agents{state="idle",tag="a"} 1`,
+		`outpost_agents{state="busy",tag="a"} 0`,
+		`outpost_log_lines_total 1`,
+		`outpost_log_bytes_total 3`,
 		`outpost_build_info{`,
 	}
 	var body string
-	testenv.Eventually(t, "the metrics to count both finished jobs", func() bool {
+	testenv.Eventually(t, "the metrics to count both finished jobs and the line", func() bool {
 		body = get(t, srv.URL+"/metrics")
-		return strings.Contains(body, want[3])
+		return strings.Contains(body, want[3]) && strings.Contains(body, `outpost_log_lines_total 1`)
 	})
 	for _, w := range want {
 		if !strings.Contains(body, w) {

@@ -278,6 +278,10 @@ type HeartbeatMsg struct {
 	Slots   int       `json:"slots"`
 	Running []string  `json:"running,omitempty"`
 	At      time.Time `json:"at"`
+	// Lines and Bytes count the log lines and bytes this agent process has
+	// published since it started.
+	Lines uint64 `json:"lines"`
+	Bytes uint64 `json:"bytes"`
 }
 
 // API request payloads.

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-run/outpost/agent"
@@ -34,6 +38,7 @@ func root() *cobra.Command {
 		grace       time.Duration
 		drain       time.Duration
 		maxOutput   int64
+		metricsAddr string
 		verbose     bool
 	)
 	cmd := &cobra.Command{
@@ -65,6 +70,21 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 			if err != nil {
 				return err
 			}
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				if err := a.Register(reg); err != nil {
+					return err
+				}
+				l, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					return fmt.Errorf("--metrics-addr %s: %w", metricsAddr, err)
+				}
+				hs := &http.Server{Handler: a.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+				go func() { _ = hs.Serve(l) }()
+				defer hs.Close()
+				log.Info("serving metrics and health", "addr", "http://"+l.Addr().String())
+			}
 			// The first signal drains (no new jobs; running ones may finish
 			// within --drain-timeout); a second stops the running jobs, which
 			// go back to the queue.
@@ -93,6 +113,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
 	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz here, such as 127.0.0.1:9091 (default: none)")
 	f.Int64Var(&maxOutput, "max-output", agent.DefaultMaxOutput, "output bytes kept per job attempt; past it lines are dropped and a marker says so")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running jobs may finish before they are stopped and requeued")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")

@@ -1,0 +1,98 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// onlineFor is how long after its last heartbeat an agent counts as online:
+// three of its 5 s beats.
+const onlineFor = 15 * time.Second
+
+// fleet is what the agents' heartbeats say: who is online, on which tags,
+// and how busy. It is telemetry, rebuilt within one beat after a restart,
+// never a record of anything.
+type fleet struct {
+	mu     sync.Mutex
+	agents map[string]subjects.HeartbeatMsg
+	seen   map[string]time.Time
+
+	lines, bytes prometheus.Counter
+	online       *prometheus.Desc
+}
+
+func newFleet(reg prometheus.Registerer) *fleet {
+	f := &fleet{
+		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{},
+		lines:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_log_lines_total", Help: "Log lines the agents published, as their heartbeats report."}),
+		bytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_log_bytes_total", Help: "Log bytes the agents published, as their heartbeats report."}),
+		online: prometheus.NewDesc("outpost_agents", "Agents online, by tag and state (idle or busy).", []string{"tag", "state"}, nil),
+	}
+	reg.MustRegister(f.lines, f.bytes, f)
+	return f
+}
+
+// beat takes one heartbeat. Only the agent itself can publish on its
+// subject, but the body must agree with the subject all the same.
+func (f *fleet) beat(m *nats.Msg) {
+	tag, name, err := subjects.ParseHeartbeat(m.Subject)
+	if err != nil {
+		return
+	}
+	var hb subjects.HeartbeatMsg
+	if json.Unmarshal(m.Data, &hb) != nil || hb.Agent != name || !slices.Contains(hb.Tags, tag) {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prev, known := f.agents[name]
+	// Counters restart with the agent process; count on from zero then.
+	if !known || hb.Lines < prev.Lines || hb.Bytes < prev.Bytes {
+		prev.Lines, prev.Bytes = 0, 0
+	}
+	f.lines.Add(float64(hb.Lines - prev.Lines))
+	f.bytes.Add(float64(hb.Bytes - prev.Bytes))
+	f.agents[name], f.seen[name] = hb, time.Now()
+}
+
+func (f *fleet) Describe(ch chan<- *prometheus.Desc) { ch <- f.online }
+
+func (f *fleet) Collect(ch chan<- prometheus.Metric) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	count := map[[2]string]int{}
+	for name, hb := range f.agents {
+		if time.Since(f.seen[name]) > onlineFor {
+			delete(f.agents, name)
+			delete(f.seen, name)
+			continue
+		}
+		state := "idle"
+		if len(hb.Running) > 0 {
+			state = "busy"
+		}
+		for _, t := range hb.Tags {
+			count[[2]string{t, state}]++
+			// Both states of a tag are shown, zero included, so a query
+			// for busy agents sees a 0 rather than no series.
+			count[[2]string{t, other(state)}] += 0
+		}
+	}
+	for k, n := range count {
+		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+}
+
+func other(state string) string {
+	if state == "idle" {
+		return "busy"
+	}
+	return "idle"
+}
