@@ -98,7 +98,13 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.WorkDir == "" {
-		cfg.WorkDir = os.TempDir() + "/outpost-" + id.Name
+		// A fresh directory of our own: a predictable path in a shared /tmp
+		// could be made first, and so read or redirected, by another user.
+		d, err := os.MkdirTemp("", "outpost-"+id.Name+"-")
+		if err != nil {
+			return nil, fmt.Errorf("work directory: %w", err)
+		}
+		cfg.WorkDir = d
 	}
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)

@@ -70,6 +70,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	cmd.Env = jobEnv(job, attempt)
 	if job.Stdin != "" {
 		cmd.Stdin = strings.NewReader(job.Stdin)
+		// A child that inherited stdin and never reads it must not keep the
+		// job from ending once its main process has.
+		cmd.WaitDelay = time.Second
 	}
 	setProcAttr(cmd)
 	outR, outW, err := os.Pipe()

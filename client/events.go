@@ -170,6 +170,11 @@ func (c *Conn) read(ctx context.Context, stream, filter string, follow bool, eac
 		if err != nil || last {
 			return err
 		}
+		// Messages stored at the start may be gone (the stream's limits), so
+		// a replay also ends when the consumer has nothing more.
+		if meta, merr := m.Metadata(); !follow && merr == nil && meta.NumPending == 0 {
+			return nil
+		}
 	}
 	return nil
 }

@@ -21,12 +21,13 @@ func (c *Coordinator) issueFor(ctx context.Context, req subjects.IssueRequest) (
 	if err != nil {
 		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}
-	cred, err := c.Issue(ctx, accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires)})
-	switch {
-	case errors.Is(err, errNameTaken):
+	ar := accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires)}
+	if err := ar.Validate(); err != nil {
+		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	}
+	cred, err := c.Issue(ctx, ar)
+	if errors.Is(err, errNameTaken) {
 		return cred, subjects.Errorf(subjects.CodeConflict, "%v", err)
-	case err != nil && !errors.Is(err, context.DeadlineExceeded):
-		return cred, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}
 	return cred, err
 }
@@ -71,7 +72,11 @@ func (c *Coordinator) Revoke(ctx context.Context, name string) (subjects.Credent
 	c.m.revoked.WithLabelValues(cred.Role).Inc()
 	c.log.Info("credential revoked", "name", name, "role", cred.Role, "public_key", cred.PublicKey)
 	if cred.Role == string(accounts.RoleAgent) {
-		c.requeueAgentJobs(ctx, name, "its agent "+name+" was revoked")
+		// The requeue must not stop halfway when the revoke call's deadline
+		// passes: a job taken off the queue must be put back.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		c.requeueAgentJobs(rctx, name, "its agent "+name+" was revoked")
 	}
 	return cred, nil
 }

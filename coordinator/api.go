@@ -356,6 +356,16 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 		if err != nil {
 			return nil, err
 		}
+		if !changed && !updated.State.Terminal() {
+			// It started meanwhile: ask its agent, as for any running job.
+			updated, _, err = c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool {
+				r.StopRequested = true
+				return !r.State.Terminal()
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
 		if changed {
 			if err := c.unqueue(ctx, *rec); err != nil {
 				c.log.Warn("could not take stopped job off the queue; its agent will be told to stop it", "job", rec.ID, "err", err)
@@ -387,11 +397,7 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 }
 
 func (c *Coordinator) unqueue(ctx context.Context, rec subjects.Record) error {
-	s, err := c.js.Stream(ctx, subjects.JobsStream)
-	if err != nil {
-		return err
-	}
-	return s.Purge(ctx, jetstream.WithPurgeSubject(subjects.JobSubject(rec.Tag, rec.ID)))
+	return c.jobsStream.Purge(ctx, jetstream.WithPurgeSubject(subjects.JobSubject(rec.Tag, rec.ID)))
 }
 
 // control tells the agents of a job's tag to stop it. The reply subject

@@ -362,6 +362,10 @@ func TestStatusEventsFenced(t *testing.T) {
 	publish(w.agentA, own, []byte(`{"job":"`+r.ID+`","state":"succeeded",`))
 	publish(w.agentA, own, []byte(`{"job":"`+ghost+`","state":"succeeded","attempt":1}`))
 	publish(w.agentA, own, []byte(`{"state":"succeeded","attempt":1}`))
+	// An agent's forged queued state, or an attempt past max_attempts (3),
+	// would park the job where no real event could reach it.
+	publish(w.agentA, own, status(subjects.StateQueued, 99, 0))
+	publish(w.agentA, own, status(subjects.StateRunning, 4, 0))
 	// Then a new attempt, a stale end of the old one, and the new one's end.
 	publish(w.agentA, own, status(subjects.StateRunning, 2, 0))
 	publish(w.agentA, own, status(subjects.StateSucceeded, 1, 0))

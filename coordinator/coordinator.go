@@ -48,6 +48,8 @@ type Coordinator struct {
 	tags   sync.Map // tag -> struct{}: tags whose consumer is known to exist
 	m      *metrics
 	fleet  *fleet
+	// jobsStream is kept to take finished or stopped jobs off the queue.
+	jobsStream jetstream.Stream
 }
 
 // New sets up the streams, buckets and consumers (idempotently) and returns
@@ -70,6 +72,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
 	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
+	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
+	}
 	all, err := c.creds.all(ctx)
 	if err != nil {
 		return nil, err
@@ -152,7 +157,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	defer api.Drain()
-	events, err := c.consumeEvents(ctx)
+	fatal := make(chan error, 1)
+	events, err := c.consumeEvents(ctx, fatal)
 	if err != nil {
 		return err
 	}
@@ -171,6 +177,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	go func() { defer close(swept); c.sweep(ctx) }()
 	defer func() { <-swept }()
 	c.log.Info("coordinator ready", "api", subjects.APIAll)
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-fatal:
+		c.log.Error("coordinator stopping", "err", err)
+		return err
+	}
 }

@@ -19,6 +19,9 @@ func (c *Coordinator) Ready(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
+	if _, err := c.js.Consumer(ctx, subjects.EventsStream, subjects.CoordinatorConsumer); err != nil {
+		return fmt.Errorf("consumer %s: %w", subjects.CoordinatorConsumer, err)
+	}
 	return nil
 }
 

@@ -94,7 +94,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 	}
 	jobs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: subjects.JobsBucket, Description: "Outpost job records", History: 1,
-		Storage: jetstream.FileStorage, TTL: l.EventsMaxAge, Replicas: l.Replicas,
+		// A record must outlive the longest wait plus the longest run.
+		Storage: jetstream.FileStorage, TTL: max(l.EventsMaxAge, l.JobsMaxAge+subjects.MaxTimeout+24*time.Hour), Replicas: l.Replicas,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bucket %s: %w", subjects.JobsBucket, err)

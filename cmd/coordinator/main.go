@@ -188,7 +188,17 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	auth, _, err := initialise(o.data, o.listen)
+	var (
+		auth *accounts.Authority
+		err  error
+	)
+	if o.natsURL == "" {
+		auth, _, err = initialise(o.data, o.listen)
+	} else {
+		// Attached, the identity must be the one the server was started
+		// with: a fresh one would only be refused by it.
+		auth, err = accounts.Open(o.data)
+	}
 	if err != nil {
 		return err
 	}
