@@ -226,6 +226,9 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 		return nil, fmt.Errorf("queue job %s: %w", job.ID, err)
 	}
 	c.m.submitted.WithLabelValues(job.Tag).Inc()
+	if job.QueueTimeout > 0 {
+		c.timed.Add(1)
+	}
 	c.log.Info("job submitted", "job", job.ID, "tag", job.Tag, "owner", job.Owner)
 	return &rec, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,7 +46,8 @@ type Coordinator struct {
 	log    *slog.Logger
 	jobs   records
 	creds  registry
-	tags   sync.Map // tag -> struct{}: tags whose consumer is known to exist
+	tags   sync.Map     // tag -> struct{}: tags whose consumer is known to exist
+	timed  atomic.Int64 // queued jobs with a queue timeout, as far as known
 	m      *metrics
 	fleet  *fleet
 	// jobsStream is kept to take finished or stopped jobs off the queue.
@@ -66,6 +68,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
 	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics)
+	c.timed.Store(1) // unknown until the first sweep
 	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	if err != nil {

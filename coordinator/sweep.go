@@ -24,15 +24,26 @@ func (c *Coordinator) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		// A scan reads the whole jobs bucket: skip it while no queued job
+		// has a queue timeout (the first sweep after a start always runs).
+		before := c.timed.Load()
+		if before == 0 {
+			continue
+		}
 		now := time.Now()
 		recs, err := c.jobs.list(ctx, func(r *subjects.Record) bool {
-			return r.State == subjects.StateQueued && r.QueueExpired(now)
+			return r.State == subjects.StateQueued && r.QueueTimeout > 0
 		}, maxList)
 		if err != nil {
 			c.log.Warn("queue sweep failed", "err", err)
 			continue
 		}
+		// Submits during the scan have added to the count; keep them.
+		c.timed.Add(int64(len(recs)) - before)
 		for _, rec := range recs {
+			if !rec.QueueExpired(now) {
+				continue
+			}
 			reason := fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(rec.QueueTimeout))
 			ev := subjects.StatusEvent{Job: rec.ID, State: subjects.StateFailed, Attempt: rec.Attempt, Error: reason, At: now.UTC()}
 			updated, changed, err := c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool {

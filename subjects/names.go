@@ -15,8 +15,6 @@ const (
 	EventsStream = "OUTPOST_EVENTS"
 	// JobsBucket is the KV bucket of job records, keyed by job ID.
 	JobsBucket = "outpost_jobs"
-	// AgentsBucket is the KV bucket of agents last seen, keyed by agent name.
-	AgentsBucket = "outpost_agents"
 	// CredsBucket is the KV bucket of issued credentials, keyed by name.
 	CredsBucket = "outpost_creds"
 	// CoordinatorConsumer is the coordinator's durable consumer of status events.
