@@ -76,8 +76,12 @@ func (b *batcher) run(ctx context.Context, in <-chan line) {
 	b.next = 1
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	reap := time.NewTicker(time.Second)
+	defer reap.Stop()
 	for {
 		select {
+		case <-reap.C:
+			b.pub.reap(ctx)
 		case l, ok := <-in:
 			if !ok {
 				b.flush(ctx, false)
@@ -161,6 +165,7 @@ type pending struct {
 }
 
 func (p *publisher) publish(ctx context.Context, m *nats.Msg) {
+	p.reap(ctx)
 	if len(p.pending) >= window {
 		p.settle(ctx, len(p.pending)/2)
 	}
@@ -169,6 +174,29 @@ func (p *publisher) publish(ctx context.Context, m *nats.Msg) {
 	if err != nil {
 		p.pending[len(p.pending)-1].ack = nil
 	}
+}
+
+// reap drops the oldest acks that have arrived and republishes at once any
+// message whose publish failed, without waiting for acks still to come, so
+// a failure is mended while the job runs rather than when it ends.
+func (p *publisher) reap(ctx context.Context) {
+	n := 0
+	for _, pm := range p.pending {
+		if pm.ack != nil {
+			select {
+			case <-pm.ack.Ok():
+				n++
+				continue
+			case <-pm.ack.Err():
+			default:
+				p.pending = append(p.pending[:0], p.pending[n:]...)
+				return
+			}
+		}
+		_ = p.retry(ctx, pm.msg)
+		n++
+	}
+	p.pending = p.pending[:0]
 }
 
 // settle waits for the oldest n acks, republishing any message that failed.

@@ -16,6 +16,9 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
+// asyncAckTimeout bounds the wait for an async publish's ack.
+const asyncAckTimeout = 10 * time.Second
+
 // DefaultURL is where a coordinator started with 'make run' listens.
 const DefaultURL = "nats://127.0.0.1:4222"
 
@@ -134,7 +137,10 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		return nil, dialError(o, err)
 	}
 	c.Conn = nc
-	if c.JS, err = jetstream.New(nc); err != nil {
+	// An async publish whose message was lost in a dropped connection would
+	// otherwise wait for its ack forever; with a timeout it fails, and the
+	// agent publishes it again.
+	if c.JS, err = jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncAckTimeout)); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
