@@ -1,8 +1,6 @@
 package agent_test
 
 import (
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/outpost-run/outpost/agent"
 	"github.com/outpost-run/outpost/coordinator"
+	"github.com/outpost-run/outpost/internal/testenv"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -25,7 +24,7 @@ func TestAgentMetrics(t *testing.T) {
 	defer srv.Close()
 	job := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo one; echo two >&2")})
 	s.waitState(t, job.ID, subjects.StateSucceeded)
-	body := fetch(t, srv.URL+"/metrics")
+	body := testenv.Get(t, srv.URL+"/metrics")
 	for _, want := range []string{
 		"outpost_agent_slots_used 0", "outpost_agent_slots_free 3",
 		"outpost_agent_log_lines_total 2", "outpost_agent_log_bytes_total 8",
@@ -35,21 +34,7 @@ func TestAgentMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if got := fetch(t, srv.URL+"/healthz"); got != "ok\n" {
+	if got := testenv.Get(t, srv.URL+"/healthz"); got != "ok\n" {
 		t.Errorf("/healthz: %q", got)
 	}
-}
-
-func fetch(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

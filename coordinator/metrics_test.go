@@ -1,8 +1,6 @@
 package coordinator_test
 
 import (
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -56,7 +54,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	var body string
 	testenv.Eventually(t, "the metrics to count both finished jobs and the line", func() bool {
-		body = get(t, srv.URL+"/metrics")
+		body = testenv.Get(t, srv.URL+"/metrics")
 		return strings.Contains(body, want[3]) && strings.Contains(body, `outpost_log_lines_total 1`)
 	})
 	for _, w := range want {
@@ -67,24 +65,10 @@ func TestMetricsAndHealth(t *testing.T) {
 	if !strings.Contains(body, `outpost_queue_oldest_age_seconds{tag="b"}`) || strings.Contains(body, `outpost_queue_oldest_age_seconds{tag="b"} 0`+"\n") {
 		t.Error("the waiting job's age is not reported")
 	}
-	if got := get(t, srv.URL+"/healthz"); got != "ok\n" {
+	if got := testenv.Get(t, srv.URL+"/healthz"); got != "ok\n" {
 		t.Errorf("/healthz: %q", got)
 	}
-	if got := get(t, srv.URL+"/readyz"); got != "ready\n" {
+	if got := testenv.Get(t, srv.URL+"/readyz"); got != "ready\n" {
 		t.Errorf("/readyz: %q", got)
 	}
-}
-
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
