@@ -230,7 +230,7 @@ func ParseCreds(data []byte) (Identity, error) {
 
 // Exists reports whether the creds file of name is in the data directory.
 func (a *Authority) Exists(name string) bool {
-	_, err := os.Stat(filepath.Join(a.dir, credsDir, name+".creds"))
+	_, err := os.Stat(a.CredsPath(name))
 	return err == nil
 }
 

@@ -330,6 +330,12 @@ func (a *Agent) onControl(m *nats.Msg) {
 func (a *Agent) wasStopped(id string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.takeStopLocked(id)
+}
+
+// takeStopLocked reports and forgets a pending stop request for id, and
+// prunes old ones. The caller holds a.mu.
+func (a *Agent) takeStopLocked(id string) bool {
 	for k, at := range a.stopped {
 		if time.Since(at) > 10*time.Minute {
 			delete(a.stopped, k)

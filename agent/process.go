@@ -99,8 +99,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before
 	// its process was here to receive it, waits in a.stopped.
-	_, stopNow := a.stopped[job.ID]
-	delete(a.stopped, job.ID)
+	stopNow := a.takeStopLocked(job.ID)
 	a.mu.Unlock()
 	if stopNow {
 		p.stop(subjects.StateStopped, a.grace)

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -121,11 +122,16 @@ func TestRevokeClosesConnectionAndRequeues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reissue a revoked name: %v", err)
 	}
-	list, _ := admin.Credentials(ctx, subjects.CredsRequest{Role: "agent"})
-	for _, c := range list {
-		if c.Name == "first" && (c.PublicKey != cred.PublicKey || len(c.Revoked) != 1 || c.RevokedAt != nil) {
-			t.Errorf("reissued record: %+v", c)
-		}
+	list, err := admin.Credentials(ctx, subjects.CredsRequest{Role: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(list, func(c subjects.Credential) bool { return c.Name == "first" })
+	if i < 0 {
+		t.Fatal("the reissued credential is not listed")
+	}
+	if c := list[i]; c.PublicKey != cred.PublicKey || len(c.Revoked) != 1 || c.RevokedAt != nil {
+		t.Errorf("reissued record: %+v", c)
 	}
 	if _, err := admin.Revoke(ctx, subjects.CoordinatorName); err == nil {
 		t.Error("the coordinator's credential was revoked through the API")

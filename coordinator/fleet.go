@@ -67,32 +67,31 @@ func (f *fleet) Describe(ch chan<- *prometheus.Desc) { ch <- f.online }
 func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	count := map[[2]string]int{}
+	type counts struct{ idle, busy int }
+	byTag := map[string]*counts{}
 	for name, hb := range f.agents {
 		if time.Since(f.seen[name]) > onlineFor {
 			delete(f.agents, name)
 			delete(f.seen, name)
 			continue
 		}
-		state := "idle"
-		if len(hb.Running) > 0 {
-			state = "busy"
-		}
 		for _, t := range hb.Tags {
-			count[[2]string{t, state}]++
-			// Both states of a tag are shown, zero included, so a query
-			// for busy agents sees a 0 rather than no series.
-			count[[2]string{t, other(state)}] += 0
+			c := byTag[t]
+			if c == nil {
+				c = &counts{}
+				byTag[t] = c
+			}
+			if len(hb.Running) > 0 {
+				c.busy++
+			} else {
+				c.idle++
+			}
 		}
 	}
-	for k, n := range count {
-		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(n), k[0], k[1])
+	// Both states of a tag are shown, zero included, so a query for busy
+	// agents sees a 0 rather than no series.
+	for t, c := range byTag {
+		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(c.idle), t, "idle")
+		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(c.busy), t, "busy")
 	}
-}
-
-func other(state string) string {
-	if state == "idle" {
-		return "busy"
-	}
-	return "idle"
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,7 +60,7 @@ func (c *Coordinator) watchPresence(ctx context.Context) (func(), error) {
 				cr.LastSeen = &at
 				return nil
 			})
-			if err != nil && err != errStale {
+			if err != nil && !errors.Is(err, errStale) {
 				c.log.Debug("last seen not recorded", "name", uc.Name, "err", err)
 			}
 		})
@@ -72,4 +73,4 @@ func (c *Coordinator) watchPresence(ctx context.Context) (func(), error) {
 	return stop, nil
 }
 
-var errStale = fmt.Errorf("event of an older key")
+var errStale = errors.New("event of an older key")

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // attackCase is one attack: who makes it (the name of a credential the
@@ -540,7 +541,7 @@ func attackCases() []attackCase {
 		// a connection may still get in (to be closed at once) a moment
 		// after the live one was closed: poll until it is refused.
 		var err error
-		waitFor(t, jobTimeout, "the expired credential to be refused", func() bool {
+		testenv.EventuallyWithin(t, jobTimeout, "the expired credential to be refused", func() bool {
 			nc, cerr := nats.Connect(w.c.url, nats.UserCredentials(w.creds["brief"]), nats.NoReconnect())
 			if cerr == nil {
 				nc.Close()
@@ -902,7 +903,7 @@ func (w *world) redirect(t *testing.T, who, consumer, filter, target string, pus
 // waitLog waits for the coordinator (or its local agent) to log line.
 func (w *world) waitLog(t *testing.T, line string) {
 	t.Helper()
-	waitFor(t, jobTimeout, "the coordinator to log "+line, func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the coordinator to log "+line, func() bool {
 		return strings.Contains(w.c.proc.stderr.String(), line)
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // Deadlines. They bound waits for things that normally take milliseconds,
@@ -249,7 +250,7 @@ func (s session) waitState(t testing.TB, id string, states ...string) jobRecord 
 	if len(states) > 0 {
 		want = strings.Join(states, " or ")
 	}
-	waitFor(t, jobTimeout, "job "+id+" to reach "+want, func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "job "+id+" to reach "+want, func() bool {
 		rec = s.status(t, id)
 		if len(states) == 0 {
 			return terminal(rec.State)
@@ -265,18 +266,6 @@ func terminal(state string) bool {
 		return true
 	}
 	return false
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // coordOptions shape a coordinator started by startCoordinator.
@@ -345,7 +334,7 @@ var bannerURL = regexp.MustCompile(`listening on (nats://\S+);`)
 func (c *coord) start(t testing.TB) {
 	t.Helper()
 	c.proc = startProc(t, filepath.Dir(c.data), c.env, bin("coordinator"), c.args...)
-	waitFor(t, startTimeout, "the coordinator's banner", func() bool {
+	testenv.EventuallyWithin(t, startTimeout, "the coordinator's banner", func() bool {
 		if c.proc.exited() {
 			t.Fatalf("coordinator exited at start:\n%s", tail(c.proc.stderr.String(), 40))
 		}
@@ -356,7 +345,7 @@ func (c *coord) start(t testing.TB) {
 	}
 	c.admin.server = c.url
 	// The banner comes before the API subscribes: wait until it answers.
-	waitFor(t, startTimeout, "the coordinator's API to answer", func() bool {
+	testenv.EventuallyWithin(t, startTimeout, "the coordinator's API to answer", func() bool {
 		if c.proc.exited() {
 			t.Fatalf("coordinator exited at start:\n%s", tail(c.proc.stderr.String(), 40))
 		}
@@ -404,7 +393,7 @@ func (c *coord) startAgentWith(t testing.TB, creds string, args ...string) *proc
 	t.Helper()
 	args = append([]string{"--server", c.url, "--creds", creds, "--workdir", t.TempDir()}, args...)
 	a := startProc(t, t.TempDir(), baseEnv(c.clientEnv...), bin("agent"), args...)
-	waitFor(t, startTimeout, "agent "+filepath.Base(creds)+" to be ready", func() bool {
+	testenv.EventuallyWithin(t, startTimeout, "agent "+filepath.Base(creds)+" to be ready", func() bool {
 		if a.exited() {
 			t.Fatalf("agent %s exited at start:\n%s", creds, a.stderr.String())
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // TestRunStreamsOutputAndExitsLikeTheJob: 'outpost run' prints the job's
@@ -136,7 +137,7 @@ func TestLogsFollowsARunningJob(t *testing.T) {
 		"sh", "-c", `echo start; while [ ! -e "$GATE" ]; do sleep 0.02; done; echo end >&2; echo done`)
 
 	f := c.admin.startOutpost(t, "logs", "-f", id)
-	waitFor(t, jobTimeout, "logs -f to show the first line", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "logs -f to show the first line", func() bool {
 		return f.stdout.String() == "start\n" || f.exited()
 	})
 	if f.exited() {
@@ -244,7 +245,7 @@ echo ready
 wait
 `)
 	id := c.admin.submit(t, "--tag", "local", "--env", "CHILD_PID="+childPID, "--env", "READY="+ready, "--", "sh", script)
-	waitFor(t, jobTimeout, "the job and its child to set their traps", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the job and its child to set their traps", func() bool {
 		return fileExists(ready) && fileExists(childPID)
 	})
 	b, err := os.ReadFile(childPID)
@@ -314,12 +315,12 @@ while :; do sleep 0.05; done
 
 	ready := filepath.Join(t.TempDir(), "ready")
 	run := c.admin.startOutpost(t, "run", "--tag", "local", "--env", "READY="+ready, "--", "sh", script)
-	waitFor(t, jobTimeout, "the job to ignore SIGTERM", func() bool { return fileExists(ready) })
+	testenv.EventuallyWithin(t, jobTimeout, "the job to ignore SIGTERM", func() bool { return fileExists(ready) })
 	// The coordinator folds the agent's running event into the record a
 	// moment after the job starts; a stop before that would treat the job
 	// as still queued, and record no exit code.
 	var running []jobRecord
-	waitFor(t, jobTimeout, "ls to show the job running", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "ls to show the job running", func() bool {
 		running = c.admin.list(t, "--state", "running")
 		return len(running) == 1
 	})
@@ -334,7 +335,7 @@ while :; do sleep 0.05; done
 
 	ready = filepath.Join(t.TempDir(), "ready")
 	id = c.admin.submit(t, "--tag", "local", "--env", "READY="+ready, "--", "sh", script)
-	waitFor(t, jobTimeout, "the job to ignore SIGTERM", func() bool { return fileExists(ready) })
+	testenv.EventuallyWithin(t, jobTimeout, "the job to ignore SIGTERM", func() bool { return fileExists(ready) })
 	c.admin.waitState(t, id, "running")
 	c.admin.mustOutpost(t, "stop", "--grace", "200ms", id)
 	if rec := c.admin.waitState(t, id); rec.State != "stopped" || exitCode(rec.ExitCode) != "137" {
@@ -353,7 +354,7 @@ func TestTimeout(t *testing.T) {
 	}
 	// The record follows the events 'run' saw a moment later.
 	var recs []jobRecord
-	waitFor(t, jobTimeout, "the job's record to say timed_out", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the job's record to say timed_out", func() bool {
 		recs = c.admin.list(t, "--state", "timed_out")
 		return len(recs) > 0
 	})
@@ -407,7 +408,7 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	id := c.admin.submit(t, "--tag", "local", "--env", "DIR="+dir, "--max-attempts", "5", "--", "sh", "-c",
 		`echo "attempt $OUTPOST_ATTEMPT"; echo $$ > "$DIR/pid.$OUTPOST_ATTEMPT"; while [ ! -e "$DIR/gate" ]; do sleep 0.02; done; echo done`)
 	pidFile := filepath.Join(dir, "pid.1")
-	waitFor(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(pidFile) })
+	testenv.EventuallyWithin(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(pidFile) })
 	c.admin.waitState(t, id, "running")
 	if err := first.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -415,7 +416,7 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	first.wait(t, stopTimeout)
 
 	c.startAgent(t, "local-agent")
-	waitFor(t, jobTimeout, "a later attempt to start", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "a later attempt to start", func() bool {
 		m, _ := filepath.Glob(filepath.Join(dir, "pid.*"))
 		return len(m) > 1
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // TestPlainClientSubmitFollowReplay is a third-party client: nats.go only,
@@ -91,7 +92,7 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 	// A core subscription sees a publish before the stream has stored it;
 	// the record follows the stored events, so once it is final the
 	// terminal status is in the stream to replay.
-	waitFor(t, jobTimeout, "the job's record to be final", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the job's record to be final", func() bool {
 		reply = nc.request(t, "outpost.api.admin.get", []byte(`{"id":"`+job.ID+`"}`))
 		return reply.Job != nil && terminal(reply.Job.State)
 	})
@@ -235,7 +236,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 		t.Fatalf("submit: %+v", reply)
 	}
 	id := reply.Job.ID
-	waitFor(t, jobTimeout, "the job to succeed", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the job to succeed", func() bool {
 		reply = request("outpost.api.admin.get", `{"id":"`+id+`"}`)
 		return reply.Job != nil && reply.Job.State == "succeeded"
 	})
@@ -260,7 +261,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 	// Follow live. The job prints until it is stopped, so whatever moment
 	// the subscription starts at, it sees lines, then the stop.
 	sub := startProc(t, home, natsEnv(home, c.url), bins.nats, append(slices.Clone(admin), "sub", "outpost.ev.local.admin.*.>")...)
-	waitFor(t, startTimeout, "nats sub to subscribe", func() bool {
+	testenv.EventuallyWithin(t, startTimeout, "nats sub to subscribe", func() bool {
 		return strings.Contains(sub.stdout.String()+sub.stderr.String(), "Subscribing on")
 	})
 	reply = request("outpost.api.admin.submit", `{"tag":"local","command":["sh","-c","while :; do echo tick; sleep 0.05; done"]}`)
@@ -268,7 +269,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 		t.Fatalf("submit: %+v", reply)
 	}
 	ticker := reply.Job.ID
-	waitFor(t, jobTimeout, "nats sub to show the job's lines", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "nats sub to show the job's lines", func() bool {
 		return strings.Contains(sub.stdout.String(), `Received on "outpost.ev.local.admin.`+ticker+`.log"`)
 	})
 	// A stop before the record says running would treat the job as queued.
@@ -277,7 +278,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 	if reply.Job == nil || reply.Job.ID != ticker {
 		t.Fatalf("stop: %+v", reply)
 	}
-	waitFor(t, jobTimeout, "nats sub to show the job stopped", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "nats sub to show the job stopped", func() bool {
 		return strings.Contains(sub.stdout.String(), `{"job":"`+ticker+`","state":"stopped"`)
 	})
 	if rec := me.waitState(t, ticker); rec.State != "stopped" || exitCode(rec.ExitCode) != "137" {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // TestRevokeAgentRequeuesItsJob: an agent revoked while it runs a job is
@@ -42,7 +43,7 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 	dir := t.TempDir()
 	id := c.admin.submit(t, "--tag", "local", "--env", "DIR="+dir, "--", "sh", "-c",
 		`echo "attempt $OUTPOST_ATTEMPT"; echo $$ > "$DIR/pid.$OUTPOST_ATTEMPT"; while [ ! -e "$DIR/gate" ]; do sleep 0.02; done; echo "done $OUTPOST_ATTEMPT"`)
-	waitFor(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(filepath.Join(dir, "pid.1")) })
+	testenv.EventuallyWithin(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(filepath.Join(dir, "pid.1")) })
 	rec := c.admin.waitState(t, id, "running")
 	victim, other := rec.Agent, "agent-one"
 	if victim == other {
@@ -88,7 +89,7 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 
 	// Attempt 2 runs on the other agent; attempt 1's process died with its
 	// agent.
-	waitFor(t, jobTimeout, "attempt 2 to start", func() bool { return fileExists(filepath.Join(dir, "pid.2")) })
+	testenv.EventuallyWithin(t, jobTimeout, "attempt 2 to start", func() bool { return fileExists(filepath.Join(dir, "pid.2")) })
 	rec = c.admin.waitState(t, id, "running")
 	if rec.Attempt != 2 || rec.Agent != other {
 		t.Errorf("the requeued job: attempt %d on %q, want attempt 2 on %s", rec.Attempt, rec.Agent, other)
@@ -114,7 +115,7 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 		if err != nil {
 			t.Fatalf("publish a late status of attempt 1: %v", err)
 		}
-		waitFor(t, jobTimeout, "the coordinator to take the late status", func() bool {
+		testenv.EventuallyWithin(t, jobTimeout, "the coordinator to take the late status", func() bool {
 			cons, err := root.js.Consumer(ctx, "OUTPOST_EVENTS", "coordinator")
 			if err != nil {
 				t.Fatal(err)
@@ -156,7 +157,7 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 
 	// admin ls shows when it was revoked and when it was last seen.
 	var old credRecord
-	waitFor(t, jobTimeout, "admin ls to show "+victim+" last seen", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "admin ls to show "+victim+" last seen", func() bool {
 		old = credsByName(t, c.admin)[victim]
 		return old.LastSeen != nil
 	})
@@ -185,7 +186,7 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 
 	// The audit trail holds both issues and the revocation, by the admin.
 	var got map[string]int
-	waitFor(t, jobTimeout, "the audit trail to show the issues and the revocation", func() bool {
+	testenv.EventuallyWithin(t, jobTimeout, "the audit trail to show the issues and the revocation", func() bool {
 		got = map[string]int{}
 		out := c.admin.mustOutpost(t, "audit", "-o", "json").stdout
 		for d := json.NewDecoder(strings.NewReader(out)); d.More(); {

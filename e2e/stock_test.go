@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // TestStockNATSServer runs Outpost on a separately started stock
@@ -56,7 +58,7 @@ func startStockServer(t *testing.T, data string, initArgs ...string) string {
 			t.Fatalf("coordinator init:\n%s", r)
 		}
 		srv := startProc(t, filepath.Dir(data), baseEnv(), bins.natsServer, "-c", filepath.Join(data, "nats-server.conf"))
-		waitFor(t, startTimeout, "nats-server to listen on "+listen, func() bool {
+		testenv.EventuallyWithin(t, startTimeout, "nats-server to listen on "+listen, func() bool {
 			return srv.exited() || strings.Contains(srv.stderr.String(), "Server is ready")
 		})
 		if !srv.exited() {

@@ -109,8 +109,9 @@ func lsCmd(g *globals) *cobra.Command {
 
 func stopCmd(g *globals) *cobra.Command {
 	var (
-		req  subjects.StopRequest
-		wait bool
+		req   subjects.StopRequest
+		grace time.Duration
+		wait  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "stop JOB",
@@ -119,7 +120,7 @@ func stopCmd(g *globals) *cobra.Command {
 process group gets SIGTERM, then SIGKILL after --grace; --force kills at once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req.ID = args[0]
+			req.ID, req.Grace = args[0], subjects.Duration(grace)
 			c, err := g.dial(cmd.Context())
 			if err != nil {
 				return err
@@ -140,7 +141,12 @@ process group gets SIGTERM, then SIGKILL after --grace; --force kills at once.`,
 				return nil
 			}
 			p := printer{stdout: io.Discard, stderr: io.Discard}
-			if err := c.ReadEvents(cmd.Context(), rec.ID, client.ReadOptions{Follow: true, Tag: rec.Tag}, p.show); err != nil {
+			err = c.ReadEvents(cmd.Context(), rec.ID, client.ReadOptions{Follow: true, Tag: rec.Tag}, p.show)
+			if cmd.Context().Err() != nil || p.end == nil {
+				fmt.Fprintf(g.stderr, "outpost: stopped waiting; see 'outpost status %s'\n", rec.ID)
+				return exitError{130}
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "job %s %s\n", rec.ID, p.end.State)
@@ -149,7 +155,7 @@ process group gets SIGTERM, then SIGKILL after --grace; --force kills at once.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&req.Force, "force", false, "SIGKILL at once")
-	f.Var((*durationFlag)(&req.Grace), "grace", "time between SIGTERM and SIGKILL (default: the agent's, 10s)")
+	f.DurationVar(&grace, "grace", 0, "time between SIGTERM and SIGKILL (default: the agent's, 10s)")
 	f.BoolVarP(&wait, "wait", "w", false, "wait until the job has ended")
 	return cmd
 }
@@ -175,16 +181,6 @@ func whoamiCmd(g *globals) *cobra.Command {
 func outputFlag(cmd *cobra.Command, output *string) {
 	cmd.Flags().StringVarP(output, "output", "o", "text", "output format: text or json")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
-}
-
-type durationFlag subjects.Duration
-
-func (d *durationFlag) String() string { return time.Duration(*d).String() }
-func (d *durationFlag) Type() string   { return "duration" }
-func (d *durationFlag) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	*d = durationFlag(v)
-	return err
 }
 
 func printRecord(w io.Writer, r *subjects.Record) {
