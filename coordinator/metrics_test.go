@@ -53,9 +53,12 @@ func TestMetricsAndHealth(t *testing.T) {
 		`outpost_build_info{`,
 	}
 	var body string
-	testenv.Eventually(t, "the metrics to count both finished jobs and the line", func() bool {
+	// A heartbeat sent while the last job ran counts the agent busy; wait
+	// for one sent after it.
+	testenv.Eventually(t, "the metrics to count both finished jobs, the line and the idle agent", func() bool {
 		body = testenv.Get(t, srv.URL+"/metrics")
-		return strings.Contains(body, want[3]) && strings.Contains(body, `outpost_log_lines_total 1`)
+		return strings.Contains(body, want[3]) && strings.Contains(body, `outpost_log_lines_total 1`) &&
+			strings.Contains(body, `outpost_agents{state="idle",tag="a"} 1`)
 	})
 	for _, w := range want {
 		if !strings.Contains(body, w) {
