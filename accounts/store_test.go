@@ -134,7 +134,7 @@ func TestInitRefusesHalfMadeDirectory(t *testing.T) {
 	}
 }
 
-func TestWorkAccountCarriesRoleTemplates(t *testing.T) {
+func TestWorkAccountHoldsJetStreamAndExports(t *testing.T) {
 	a := newAuthority(t)
 	ac, err := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
 	if err != nil {
@@ -143,51 +143,15 @@ func TestWorkAccountCarriesRoleTemplates(t *testing.T) {
 	if ac.Name != accounts.WorkAccount || !ac.Limits.IsJSEnabled() {
 		t.Errorf("account %q, JetStream %v", ac.Name, ac.Limits.IsJSEnabled())
 	}
-	roles := map[string]bool{}
-	for key := range ac.SigningKeys {
-		scope, ok := ac.SigningKeys.GetScope(key)
-		if !ok || scope == nil {
-			t.Errorf("signing key %s is not scoped", key)
-			continue
-		}
-		us := scope.(*jwt.UserScope)
-		roles[us.Role] = true
-		if !reflect.DeepEqual(us.Template.Permissions, accounts.Permissions(accounts.Role(us.Role))) {
-			t.Errorf("role %s: template differs from Permissions", us.Role)
-		}
+	if len(ac.SigningKeys) != 0 || len(ac.Imports) != 0 {
+		t.Errorf("OUTPOST has signing keys %v and imports %v; it should have neither", ac.SigningKeys, ac.Imports)
 	}
-	for _, r := range accounts.Roles {
-		if !roles[string(r)] {
-			t.Errorf("no signing key for role %s", r)
+	// Nothing of the JetStream API but a consumer's pull and ack is offered:
+	// the rest would act on the importer's own account anyway.
+	for _, e := range ac.Exports {
+		if s := string(e.Subject); strings.HasPrefix(s, "$JS.") && s != "$JS.API.CONSUMER.MSG.NEXT.>" && s != "$JS.ACK.>" {
+			t.Errorf("OUTPOST exports %s", s)
 		}
-	}
-}
-
-func TestUpdateWorkAccount(t *testing.T) {
-	t.Parallel()
-	a := newAuthority(t)
-	var iats []int64
-	for i := range 2 {
-		tok, err := a.UpdateWorkAccount(func(ac *jwt.AccountClaims) { ac.Description = "update " + string(rune('0'+i)) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		ac, err := jwt.DecodeAccountClaims(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		iats = append(iats, ac.IssuedAt)
-	}
-	if iats[1] <= iats[0] {
-		t.Errorf("second update issued at %d, not after %d: the server would ignore it", iats[1], iats[0])
-	}
-	b, err := accounts.Open(a.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, _ := jwt.DecodeAccountClaims(b.AccountJWTs()[b.WorkPublicKey()])
-	if ac.Description != "update 1" {
-		t.Errorf("reloaded account says %q", ac.Description)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -16,17 +15,17 @@ import (
 // execute runs one delivered job to its end. The job message is acked only
 // after the terminal status is stored; until then InProgress keeps it ours,
 // so if this agent dies the job goes to another agent as the next attempt.
-func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Duration) {
+func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration) {
 	meta, err := m.Metadata()
 	if err != nil {
-		a.log.Error("job message without metadata", "subject", m.Subject(), "err", err)
+		a.log.Error("job message without metadata", "subject", m.Subject, "err", err)
 		_ = m.Term()
 		return
 	}
 	job, err := decodeJob(m)
 	if err != nil {
-		a.log.Error("dropped a malformed job", "subject", m.Subject(), "err", err)
-		_ = m.TermWithReason(err.Error())
+		a.log.Error("dropped a malformed job", "subject", m.Subject, "err", err)
+		_ = m.Term()
 		return
 	}
 	// The coordinator republishes a job as a later attempt when it knows its
@@ -85,23 +84,33 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	if err := m.DoubleAck(fin); err != nil {
+	if err := m.AckSync(nats.Context(fin)); err != nil {
 		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
 	}
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
 }
 
-func decodeJob(m jetstream.Msg) (subjects.Job, error) {
-	tag, id, err := subjects.ParseJob(m.Subject())
+// jobAckWait is the consumer's ack wait, as the coordinator wrote it on the
+// job request.
+func jobAckWait(m *nats.Msg) time.Duration {
+	d, err := time.ParseDuration(m.Header.Get(subjects.HeaderAckWait))
+	if err != nil || d <= 0 {
+		return defaultAckWait
+	}
+	return d
+}
+
+func decodeJob(m *nats.Msg) (subjects.Job, error) {
+	tag, id, err := subjects.ParseJob(m.Subject)
 	if err != nil {
 		return subjects.Job{}, err
 	}
 	var job subjects.Job
-	if err := json.Unmarshal(m.Data(), &job); err != nil {
+	if err := json.Unmarshal(m.Data, &job); err != nil {
 		return subjects.Job{}, fmt.Errorf("decode job %s: %w", id, err)
 	}
 	if job.ID != id || job.Tag != tag {
-		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject())
+		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject)
 	}
 	if job.Attempt < 1 || job.Attempt > subjects.MaxAttemptsLimit {
 		return subjects.Job{}, fmt.Errorf("job %s has attempt %d", id, job.Attempt)

@@ -99,10 +99,10 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before
 	// its process was here to receive it, waits in a.stopped.
-	stopNow := a.takeStopLocked(job.ID)
+	pending, stopNow := a.takeStopLocked(job.ID)
 	a.mu.Unlock()
 	if stopNow {
-		p.stop(subjects.StateStopped, a.grace)
+		p.stop(subjects.StateStopped, pending.grace)
 	}
 	// Jobs killed by the agent's shutdown are handed back by execute.
 	stopKill := context.AfterFunc(ctx, p.kill)

@@ -69,6 +69,8 @@ type Conn struct {
 	JS       jetstream.JetStream
 	Identity accounts.Identity
 
+	log *slog.Logger
+
 	revoked     chan struct{}
 	revokedOnce sync.Once
 
@@ -92,7 +94,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Conn{Identity: id, revoked: make(chan struct{})}
+	c := &Conn{Identity: id, revoked: make(chan struct{}), log: log}
 	opts := []nats.Option{
 		nats.UserCredentials(o.Creds),
 		nats.CustomInboxPrefix(subjects.Inbox(id.Name)),

@@ -154,7 +154,7 @@ func TestReaderSlots(t *testing.T) {
 	ctx := testenv.Context(t)
 	// Four readers elsewhere hold every slot.
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
-		_, err := s.alice.JS.CreateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
+		_, err := s.env.CoordConn.JS.CreateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
 			Name: subjects.ReaderConsumer("alice", slot), FilterSubject: "outpost.ev.*.alice.>",
 			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute,
 		})
@@ -163,7 +163,7 @@ func TestReaderSlots(t *testing.T) {
 		}
 	}
 	err := s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, func(client.Event) error { return nil })
-	if !errors.Is(err, client.ErrNoSlot) {
+	if apiErr := (*subjects.Error)(nil); !errors.As(err, &apiErr) || apiErr.Code != subjects.CodeConflict {
 		t.Fatalf("with every slot taken: %v", err)
 	}
 	// Bob's slots are his own.
@@ -172,7 +172,7 @@ func TestReaderSlots(t *testing.T) {
 	}
 	// One slot frees up; a read takes it and frees it again.
 	freed := subjects.ReaderConsumer("alice", 3)
-	if err := s.alice.JS.DeleteConsumer(ctx, subjects.EventsStream, freed); err != nil {
+	if err := s.env.CoordConn.JS.DeleteConsumer(ctx, subjects.EventsStream, freed); err != nil {
 		t.Fatal(err)
 	}
 	var h history

@@ -54,11 +54,11 @@ func (c *Coordinator) Revoke(ctx context.Context, name string) (subjects.Credent
 	if c.sys == nil {
 		return cred, fmt.Errorf("revocation needs a system-account connection, which this coordinator lacks")
 	}
-	tok, err := c.auth.Revoke(cred.PublicKey)
+	tok, err := c.auth.Revoke(cred)
 	if err != nil {
 		return cred, err
 	}
-	if err := pushAccount(ctx, c.sys, c.auth.WorkPublicKey(), tok); err != nil {
+	if err := pushAccount(ctx, c.sys, cred.Account, tok); err != nil {
 		return cred, err
 	}
 	now := time.Now().UTC()

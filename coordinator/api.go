@@ -42,19 +42,36 @@ func (c *Coordinator) serveAPI(ctx context.Context) (*nats.Subscription, error) 
 	return sub, nil
 }
 
-// handle checks a request's subject and reply before trusting either: the
-// name token must be well formed and the reply must lie in that name's own
-// inbox, or a redirected stream message could trigger an action
-// (NATS-NOTES point 5).
+// requester is who sent an API request, as the server tells: a request
+// reaches OUTPOST only through a credential account's import of the API,
+// with Share, so the server sets this header itself and overwrites any
+// that a client sent (NATS-NOTES point 6).
+type requester struct {
+	Account string `json:"acc"`
+	User    string `json:"user"`
+}
+
+// requestInfo is the header that carries the requester.
+const requestInfo = "Nats-Request-Info"
+
+// handle checks a request before trusting it: the subject must have the
+// exact shape, the server must have stamped who sent it, and there must be
+// a reply to answer on. A message that merely lands on an API subject,
+// such as a reply redirected there, has neither a stamp of the right
+// credential nor a reply.
 func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 	name, verb, err := subjects.ParseAPI(m.Subject)
-	if err != nil || !subjects.InInbox(m.Reply, name) {
+	var id requester
+	if err == nil {
+		err = json.Unmarshal([]byte(m.Header.Get(requestInfo)), &id)
+	}
+	if err != nil || id.User == "" || m.Reply == "" {
 		c.log.Warn("api request dropped", "subject", m.Subject, "reply", m.Reply, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	reply := c.call(ctx, name, verb, m.Data)
+	reply := c.call(ctx, name, id, verb, m.Data)
 	if reply.Error != nil {
 		c.log.Info("api request refused", "caller", name, "verb", verb, "code", reply.Error.Code, "msg", reply.Error.Message)
 	}
@@ -67,8 +84,8 @@ func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) subjects.Reply {
-	who, err := c.creds.lookup(ctx, name)
+func (c *Coordinator) call(ctx context.Context, name string, id requester, verb string, data []byte) subjects.Reply {
+	who, err := c.creds.lookup(ctx, name, id)
 	var (
 		reply  subjects.Reply
 		target string
@@ -119,6 +136,19 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 		}
 		rec, err := c.stop(ctx, who, req)
 		return subjects.Reply{Job: rec}, req.ID, err
+	case subjects.VerbRead:
+		var req subjects.ReadRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		r, err := c.read(ctx, who, req)
+		return subjects.Reply{Reader: r}, req.Job, err
+	case subjects.VerbRelease:
+		var req subjects.ReleaseRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		return subjects.Reply{}, req.Consumer, c.release(ctx, who, req)
 	}
 	if who.role != accounts.RoleAdmin {
 		return subjects.Reply{}, "", forbidden(who, "manage credentials")
@@ -253,7 +283,12 @@ func (c *Coordinator) publishJob(ctx context.Context, job subjects.Job) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.js.Publish(ctx, subjects.JobSubject(job.Tag, job.ID), b, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
+	m := nats.NewMsg(subjects.JobSubject(job.Tag, job.ID))
+	m.Data = b
+	// Agents cannot ask JetStream about the consumer (their accounts have no
+	// JetStream API), so each job says how often to report progress.
+	m.Header.Set(subjects.HeaderAckWait, c.limits.AckWait.String())
+	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
 	return err
 }
 

@@ -115,6 +115,13 @@ func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts
 	if err != nil {
 		return accounts.Credential{}, err
 	}
+	// An embedded server finds the new account in the data directory; any
+	// other server learns of it here.
+	if c.sys != nil {
+		if err := pushAccount(ctx, c.sys, cred.Account, cred.AccountJWT); err != nil {
+			return accounts.Credential{}, err
+		}
+	}
 	if req.Role == accounts.RoleAgent {
 		if err := c.ensureTags(ctx, cred.Tags); err != nil {
 			return accounts.Credential{}, err
