@@ -173,7 +173,7 @@ func (a *Authority) SysUser() (jwtToken, seed string, err error) {
 }
 
 // Revoke shuts a credential out: its account is signed again with the
-// user's key revoked and no connection allowed, and the new account JWT is
+// user's key revoked, and the new account JWT is
 // returned for the caller to push to the servers (it is also saved for the
 // embedded server). A revocation covers every JWT of that key issued up to
 // now, which is why a revoked key is never issued again.
@@ -182,8 +182,10 @@ func (a *Authority) Revoke(c subjects.Credential) (string, error) {
 		return "", fmt.Errorf("credential %s has no account of its own to revoke it in", c.Name)
 	}
 	ac := a.credentialAccount(c.Account, Role(c.Role), c.Name, c.Tags)
+	// Revocation only: a connection limit of 0 would close the connection
+	// too, but as "maximum connections exceeded", and its holder would not
+	// learn that it was revoked, and keep retrying.
 	ac.Revoke(c.PublicKey)
-	ac.Limits.Conn, ac.Limits.LeafNodeConn = 0, 0
 	// The server ignores an account JWT no newer, to the second, than the
 	// one it holds (NATS-NOTES point 3), and that one was made with the
 	// credential.

@@ -40,8 +40,9 @@ func ParseRole(s string) (Role, error) {
 const TagKey = "pool"
 
 const (
-	msgNext = "$JS.API.CONSUMER.MSG.NEXT."
-	jsAck   = "$JS.ACK."
+	msgNext      = "$JS.API.CONSUMER.MSG.NEXT."
+	consumerInfo = "$JS.API.CONSUMER.INFO."
+	jsAck        = "$JS.ACK."
 )
 
 // workExports are what the OUTPOST account, which holds JetStream and the
@@ -149,6 +150,15 @@ func Permissions(role Role, name string, tags []string) jwt.Permissions {
 	}
 	r := reachOf(role, name, tags)
 	p.Pub.Allow.Add(r.send...)
+	// Tools such as 'nats consumer next' ask for a consumer's info first.
+	// The account imports no such thing (JetStream would answer for the
+	// asker's own account, which has none), so permitting the publish
+	// turns a denial the tool waits out into an instant "no responders".
+	for _, s := range r.send {
+		if strings.HasPrefix(s, msgNext) {
+			p.Pub.Allow.Add(consumerInfo + strings.TrimPrefix(s, msgNext))
+		}
+	}
 	p.Sub.Allow.Add(subjects.Inbox(name) + ".>")
 	p.Sub.Allow.Add(r.hear...)
 	return p

@@ -38,12 +38,13 @@ server_name: {{.ServerName}}
 host: {{printf "%q" .Host}}
 port: {{.Port}}
 
-# Decentralised JWT auth: the operator signs the accounts, whose role
-# signing keys sign every user. No anonymous access.
+# Decentralised JWT auth: the operator signs the accounts, one per
+# credential besides SYS and OUTPOST. No anonymous access.
 operator: {{printf "%q" .OperatorJWT}}
 system_account: {{.Sys}}
 
-# A full resolver keeps account JWTs on disk and takes updates (such as
+# A full resolver keeps account JWTs on disk (the coordinator writes each
+# credential's account there too) and takes updates (new accounts,
 # revocations) pushed on $SYS.REQ.CLAIMS.UPDATE; newer JWTs win over these
 # preloads.
 resolver: {
