@@ -29,6 +29,12 @@ type Request struct {
 	Tags []string
 	// Expires is the credential's lifetime; zero means it never expires.
 	Expires time.Duration
+	// Leaf makes an agent credential for a leaf node's link to the hub. A
+	// leaf node applies its link's user permissions the other way round
+	// (what the hub may send it, what it may send the hub), so such a
+	// credential carries none: its account's imports, through which all of
+	// the site's traffic passes, are its bounds.
+	Leaf bool
 }
 
 // Validate checks a request before anything is signed.
@@ -49,6 +55,9 @@ func (r Request) Validate() error {
 	}
 	if len(r.Tags) == 0 && (r.Role == RoleAgent || r.Role == RoleObserver || r.Role == RoleUser) {
 		return fmt.Errorf("a %s credential needs at least one tag (--tag)", r.Role)
+	}
+	if r.Leaf && r.Role != RoleAgent {
+		return fmt.Errorf("only an agent credential can serve a leaf node")
 	}
 	if r.Expires < 0 {
 		return fmt.Errorf("expiry %s is negative", r.Expires)
@@ -90,7 +99,9 @@ func (a *Authority) Issue(req Request) (Credential, error) {
 	for _, t := range tags {
 		uc.Tags.Add(TagKey + ":" + t)
 	}
-	uc.Permissions = Permissions(req.Role, req.Name, tags)
+	if !req.Leaf {
+		uc.Permissions = Permissions(req.Role, req.Name, tags)
+	}
 	if req.Expires > 0 {
 		uc.Expires = time.Now().Add(req.Expires).Unix()
 	}
@@ -135,6 +146,28 @@ func (a *Authority) credentialAccount(account string, role Role, name string, ta
 	ac.Name = string(role) + ":" + name
 	ac.Imports = reachOf(role, name, tags).imports(pub(a.work))
 	return ac
+}
+
+// CredentialAccounts returns the JWT of every credential account signed
+// here, keyed by public key: the latest of each, revocations included.
+func (a *Authority) CredentialAccounts() (map[string]string, error) {
+	paths, err := filepath.Glob(filepath.Join(a.ResolverDir(), "A*.jwt"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read account: %w", err)
+		}
+		ac, err := jwt.DecodeAccountClaims(string(b))
+		if err != nil || ac.Issuer != pub(a.operator) || ac.Subject == pub(a.work) || ac.Subject == pub(a.sys) {
+			continue // not one of ours, or preloaded anyway
+		}
+		out[ac.Subject] = string(b)
+	}
+	return out, nil
 }
 
 // signAccount signs account claims with the operator and saves them in the

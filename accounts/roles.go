@@ -151,9 +151,10 @@ func Permissions(role Role, name string, tags []string) jwt.Permissions {
 	r := reachOf(role, name, tags)
 	p.Pub.Allow.Add(r.send...)
 	// Tools such as 'nats consumer next' ask for a consumer's info first.
-	// The account imports no such thing (JetStream would answer for the
-	// asker's own account, which has none), so permitting the publish
-	// turns a denial the tool waits out into an instant "no responders".
+	// The account imports no such thing, so the server's JetStream answers
+	// for the asker's own account, which has none: permitting the publish
+	// turns a denial the tool waits out into an instant "JetStream not
+	// enabled for account", which it passes over.
 	for _, s := range r.send {
 		if strings.HasPrefix(s, msgNext) {
 			p.Pub.Allow.Add(consumerInfo + strings.TrimPrefix(s, msgNext))

@@ -49,7 +49,7 @@ func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wai
 		Expires time.Duration `json:"expires,omitempty"`
 		NoWait  bool          `json:"no_wait,omitempty"`
 	}{Batch: batch, Expires: wait, NoWait: wait == 0})
-	if err := c.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, inbox, req); err != nil {
+	if err := c.PublishRequest(c.jsAPI+"CONSUMER.MSG.NEXT."+stream+"."+consumer, inbox, req); err != nil {
 		return 0, fmt.Errorf("pull from %s: %w", consumer, err)
 	}
 	n := 0

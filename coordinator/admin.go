@@ -21,7 +21,7 @@ func (c *Coordinator) issueFor(ctx context.Context, req subjects.IssueRequest) (
 	if err != nil {
 		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}
-	ar := accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires)}
+	ar := accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires), Leaf: req.Leaf}
 	if err := ar.Validate(); err != nil {
 		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}

@@ -23,6 +23,8 @@ const (
 	requestTimeout = 10 * time.Second
 	defaultList    = 50
 	maxList        = 1000
+	// failoverWait is how long a read waits out a cluster's leader election.
+	failoverWait = 6 * time.Second
 )
 
 // serveAPI subscribes to every API subject. Requests are handled by a
@@ -90,8 +92,19 @@ func (c *Coordinator) call(ctx context.Context, name string, id requester, verb 
 		reply  subjects.Reply
 		target string
 	)
-	if err == nil {
+	for giveUp := time.Now().Add(failoverWait); err == nil; {
 		reply, target, err = c.dispatch(ctx, who, verb, data)
+		// While a cluster elects a new leader for a stream or bucket, its
+		// requests find no responders for a few seconds; a read is safe to
+		// try again.
+		if !errors.Is(err, nats.ErrNoResponders) || !readOnly(verb) || time.Now().After(giveUp) {
+			break
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+			err = nil
+		case <-ctx.Done():
+		}
 	}
 	if err != nil {
 		reply = errReply(err)
@@ -188,6 +201,12 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 		return subjects.Reply{Credentials: all}, "", err
 	}
 	return subjects.Reply{}, "", subjects.Errorf(subjects.CodeBadRequest, "unknown verb %q", verb)
+}
+
+// readOnly reports whether a verb changes nothing, so that it may be
+// retried.
+func readOnly(verb string) bool {
+	return verb == subjects.VerbGet || verb == subjects.VerbList || verb == subjects.VerbCreds
 }
 
 func idOf(rec *subjects.Record) string {

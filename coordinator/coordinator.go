@@ -70,6 +70,9 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics)
 	c.timed.Store(1) // unknown until the first sweep
 	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
+	if err := c.publishAccounts(ctx); err != nil {
+		return nil, err
+	}
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
@@ -90,6 +93,26 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}
 	return c, nil
+}
+
+// publishAccounts pushes every credential account the data directory
+// holds to the servers. An embedded server reads them from there itself,
+// but a stock server or cluster that the coordinator attaches to learns of
+// accounts made offline ('coordinator init') only this way.
+func (c *Coordinator) publishAccounts(ctx context.Context) error {
+	if c.sys == nil {
+		return nil
+	}
+	accts, err := c.auth.CredentialAccounts()
+	if err != nil {
+		return err
+	}
+	for pub, tok := range accts {
+		if err := pushAccount(ctx, c.sys, pub, tok); err != nil {
+			return fmt.Errorf("account %s: %w", pub, err)
+		}
+	}
+	return nil
 }
 
 func (c *Coordinator) ensureTags(ctx context.Context, tags []string) error {

@@ -28,8 +28,11 @@ func (c *Coordinator) read(ctx context.Context, who caller, req subjects.ReadReq
 	cfg := jetstream.ConsumerConfig{
 		AckPolicy:     jetstream.AckNonePolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		// File-backed, so a follower resumes after a server restart.
+		// File-backed, so a follower resumes after a server restart, but
+		// on one server: it is cheap to make again, and a cluster that lost
+		// a node can still make it.
 		InactiveThreshold: readerIdle,
+		Replicas:          1,
 	}
 	if len(filters) == 1 {
 		cfg.FilterSubject = filters[0]

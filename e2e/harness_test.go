@@ -391,7 +391,14 @@ func (c *coord) startAgent(t testing.TB, name string, args ...string) *proc {
 // as one that 'outpost admin agent add' printed.
 func (c *coord) startAgentWith(t testing.TB, creds string, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"--server", c.url, "--creds", creds, "--workdir", t.TempDir()}, args...)
+	return c.startAgentWithURL(t, c.url, creds, args...)
+}
+
+// startAgentWithURL runs the agent binary against the server at url, such
+// as a leaf node, rather than the coordinator's.
+func (c *coord) startAgentWithURL(t testing.TB, url, creds string, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"--server", url, "--creds", creds, "--workdir", t.TempDir()}, args...)
 	a := startProc(t, t.TempDir(), baseEnv(c.clientEnv...), bin("agent"), args...)
 	testenv.EventuallyWithin(t, startTimeout, "agent "+filepath.Base(creds)+" to be ready", func() bool {
 		if a.exited() {

@@ -51,6 +51,9 @@ type (
 		Role    string   `json:"role"`
 		Tags    []string `json:"tags,omitempty"`
 		Expires Duration `json:"expires,omitempty"`
+		// Leaf makes an agent credential for a leaf node's link to the hub
+		// (deploy/nats/leaf.conf) rather than for an agent's connection.
+		Leaf bool `json:"leaf,omitempty"`
 	}
 	// RevokeRequest asks for a credential to be revoked at once.
 	RevokeRequest struct {

@@ -148,6 +148,7 @@ type runOptions struct {
 	localAgent                   bool
 	concurrency                  int
 	ackWait                      time.Duration
+	replicas                     int
 	httpAddr                     string
 	verbose                      bool
 }
@@ -177,6 +178,7 @@ Unless --local-agent=false, an agent for tag 'local' runs in the same process.`,
 	f.BoolVar(&o.localAgent, "local-agent", true, "run an agent for tag 'local' in this process")
 	f.IntVar(&o.concurrency, "agent-concurrency", 4, "jobs the local agent runs at once")
 	f.DurationVar(&o.ackWait, "ack-wait", coordinator.DefaultLimits.AckWait, "how long a silent agent keeps its job before another agent gets it")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream and bucket: 3 on a three-node cluster (deploy/nats/cluster.conf)")
 	f.StringVar(&o.httpAddr, "http", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz (empty: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "debug logging")
 	return cmd
@@ -251,6 +253,7 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 	defer sys.Close()
 	limits := coordinator.DefaultLimits
 	limits.AckWait = o.ackWait
+	limits.Replicas = o.replicas
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Sys: sys, Limits: limits, Metrics: reg, Logger: log})
