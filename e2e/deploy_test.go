@@ -69,6 +69,15 @@ func TestSystemdUnits(t *testing.T) {
 		if !strings.Contains(string(b), "\nExecStart=/usr/local/bin/") {
 			t.Errorf("%s: ExecStart does not start a binary in /usr/local/bin", filepath.Base(u))
 		}
+		for _, l := range strings.Split(string(b), "\n") {
+			cmd, ok := strings.CutPrefix(l, "ExecStart=/usr/local/bin/")
+			if !ok {
+				cmd, ok = strings.CutPrefix(l, "ExecStartPre=/usr/local/bin/")
+			}
+			if f := strings.Fields(cmd); ok && len(f) > 0 && (f[0] != "nats-server" || bins.natsServer != "") {
+				checkFlags(t, filepath.Base(u), filepath.Join(binDir, f[0]), f[1:])
+			}
+		}
 		b = bytes.ReplaceAll(b, []byte("/usr/local/bin/"), []byte(binDir+"/"))
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(u)), b, 0o644); err != nil {
 			t.Fatal(err)
