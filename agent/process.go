@@ -26,8 +26,9 @@ type result struct {
 
 // process is a running job's process group.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	group procGroup
+	done  chan struct{}
 
 	mu     sync.Mutex
 	reason subjects.State // StateStopped or StateTimedOut once asked to end
@@ -45,7 +46,7 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 		p.kill()
 		return
 	}
-	signalGroup(p.cmd.Process.Pid, syscall.SIGTERM)
+	p.group.signal(syscall.SIGTERM)
 	go func() {
 		select {
 		case <-p.done:
@@ -55,7 +56,7 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 	}()
 }
 
-func (p *process) kill() { signalGroup(p.cmd.Process.Pid, syscall.SIGKILL) }
+func (p *process) kill() { p.group.signal(syscall.SIGKILL) }
 
 // run starts the job's command in its own process group and work directory
 // and streams its output until it ends.
@@ -94,7 +95,8 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		errR.Close()
 		return startFailure(job.Command[0], err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), done: make(chan struct{})}
+	defer p.group.close()
 	a.mu.Lock()
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before
@@ -134,7 +136,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	werr := cmd.Wait()
 	close(p.done)
 	// Whatever the job left behind in its group dies with it.
-	signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+	p.group.signal(syscall.SIGKILL)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
@@ -238,6 +240,11 @@ func jobEnv(job subjects.Job, attempt int) []string {
 	env := map[string]string{
 		"PATH": path, "HOME": os.Getenv("HOME"),
 		"OUTPOST_JOB_ID": job.ID, "OUTPOST_ATTEMPT": strconv.Itoa(attempt), "OUTPOST_TAG": job.Tag,
+	}
+	for _, k := range systemEnv() {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
 	}
 	for k, v := range job.Env {
 		env[k] = v
