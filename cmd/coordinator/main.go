@@ -219,6 +219,9 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 				return err
 			}
 			so.Verify = true
+		} else if _, err := os.Stat(auth.TLSFiles().ServerCert); err == nil && so.TLS.ServerCert == "" {
+			// Starting without TLS would quietly drop what 'init --tls' set up.
+			return fmt.Errorf("%s was initialised with --tls: run with --tls (or --tls-cert/--tls-key), or remove %s to run without TLS", o.data, filepath.Dir(auth.TLSFiles().ServerCert))
 		}
 		srv, err = coordinator.StartServer(auth, so)
 		if err != nil {
