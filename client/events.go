@@ -125,7 +125,7 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_, _ = c.call(rctx, subjects.VerbRelease, subjects.ReleaseRequest{Consumer: rd.Consumer})
+		_, _ = c.call(rctx, subjects.VerbRelease, subjects.ReleaseRequest{Stream: rd.Stream, Consumer: rd.Consumer})
 	}()
 	if rd.Pending == 0 && !follow {
 		return ErrNoEvents

@@ -121,6 +121,11 @@ func (c *Coordinator) call(ctx context.Context, name string, id requester, verb 
 // dispatch runs one verb for who and reports what it was about (a job ID
 // or a credential name) for the audit trail.
 func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, data []byte) (subjects.Reply, string, error) {
+	// Observers only read, through reader consumers: records hold a job's
+	// env and stdin, which are its owner's.
+	if who.role == accounts.RoleObserver && verb != subjects.VerbRead && verb != subjects.VerbRelease {
+		return subjects.Reply{}, "", forbidden(who, "call "+verb+" (observers read jobs with 'read')")
+	}
 	switch verb {
 	case subjects.VerbSubmit:
 		rec, err := c.submit(ctx, who, data)

@@ -457,3 +457,39 @@ func TestNewAndRegisterIdempotent(t *testing.T) {
 		t.Error("Register of a missing file succeeded")
 	}
 }
+
+// Reader slot names repeat across the events and audit streams: releasing
+// one reader leaves the other stream's alone.
+func TestReleaseTakesOnlyItsStream(t *testing.T) {
+	w := newWorld(t)
+	r := submit(t, w.admin, spec("a"))
+	ask := func(verb, body string) subjects.Reply {
+		t.Helper()
+		m, err := w.admin.Request(subjects.APISubject("admin", verb), []byte(body), testenv.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply subjects.Reply
+		if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Error != nil {
+			t.Fatalf("%s %s: %s, %v", verb, body, m.Data, err)
+		}
+		return reply
+	}
+	events := ask(subjects.VerbRead, `{"job":"`+r.ID+`"}`).Reader
+	audit := ask(subjects.VerbRead, `{"audit":true}`).Reader
+	if events == nil || audit == nil || events.Consumer != audit.Consumer {
+		t.Fatalf("readers %+v and %+v; want the same slot on both streams", events, audit)
+	}
+	ask(subjects.VerbRelease, `{"consumer":"`+events.Consumer+`"}`)
+	ctx := testenv.Context(t)
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.EventsStream, events.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the events reader after its release: %v", err)
+	}
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.AuditStream, audit.Consumer); err != nil {
+		t.Errorf("releasing the events reader took the audit reader too: %v", err)
+	}
+	ask(subjects.VerbRelease, `{"stream":"OUTPOST_AUDIT","consumer":"`+audit.Consumer+`"}`)
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.AuditStream, audit.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the audit reader after its release: %v", err)
+	}
+}

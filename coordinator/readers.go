@@ -91,10 +91,16 @@ func (c *Coordinator) release(ctx context.Context, who caller, req subjects.Rele
 	if !subjects.ReaderOf(req.Consumer, who.name) {
 		return subjects.Errorf(subjects.CodeBadRequest, "%q is not one of your reader consumers (%s to %s)", req.Consumer, subjects.ReaderConsumer(who.name, 1), subjects.ReaderConsumer(who.name, subjects.ReaderSlots))
 	}
-	for _, stream := range []string{subjects.EventsStream, subjects.AuditStream} {
-		if err := c.js.DeleteConsumer(ctx, stream, req.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return err
-		}
+	switch req.Stream {
+	case "":
+		req.Stream = subjects.EventsStream
+	case subjects.EventsStream, subjects.AuditStream:
+	default:
+		return subjects.Errorf(subjects.CodeBadRequest, "stream %q has no reader consumers (%s or %s)", req.Stream, subjects.EventsStream, subjects.AuditStream)
+	}
+	// Slot names repeat across the two streams: only the one named goes.
+	if err := c.js.DeleteConsumer(ctx, req.Stream, req.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
 	}
 	return nil
 }

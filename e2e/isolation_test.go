@@ -122,7 +122,7 @@ func TestTagIsolation(t *testing.T) {
 		if r := w.outpost(t, "logs", localJob); r.code == 0 || r.stdout != "" || !strings.Contains(r.stderr, "no events visible to watcher-b") {
 			t.Errorf("observer of b replayed a job of local:\n%s", r)
 		}
-		if r := w.outpost(t, "run", "--tag", "b", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, `observer "watcher-b" may not submit jobs`) {
+		if r := w.outpost(t, "run", "--tag", "b", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, `observer "watcher-b" may not call submit`) {
 			t.Errorf("observer submitting a job: want a refusal\n%s", r)
 		}
 	})

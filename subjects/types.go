@@ -347,8 +347,10 @@ type Reader struct {
 	Pending uint64 `json:"pending"`
 }
 
-// ReleaseRequest gives a reader consumer back.
+// ReleaseRequest gives a reader consumer back. Stream is the one Reader
+// named; it defaults to the events stream.
 type ReleaseRequest struct {
+	Stream   string `json:"stream,omitempty"`
 	Consumer string `json:"consumer"`
 }
 
