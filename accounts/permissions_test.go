@@ -469,10 +469,10 @@ func permissionCases(bob accounts.Identity) []permCase {
 
 		// Observers read under their own name; the coordinator refuses
 		// them anything else.
-		api("obs", "obs", subjects.VerbList, "{}", allowed),
+		refuse("obs", subjects.VerbList, "{}", subjects.CodeForbidden),
 		{who: "obs", op: req, subject: subjects.APISubject("obs", subjects.VerbRead), body: `{"audit":true}`, want: allowed, ok: readerOf("obs", audit)},
 		{who: "obs", op: req, subject: subjects.APISubject("obs", subjects.VerbRead), body: readGhost, want: allowed, ok: readerOf("obs", events)},
-		refuse("obs", subjects.VerbGet, getGhost, subjects.CodeNotFound),
+		refuse("obs", subjects.VerbGet, getGhost, subjects.CodeForbidden),
 		refuse("obs", subjects.VerbSubmit, `{"tag":"a","command":["true"]}`, subjects.CodeForbidden),
 		refuse("obs", subjects.VerbStop, getGhost, subjects.CodeForbidden),
 		refuse("obs", subjects.VerbIssue, `{"name":"mallory","role":"admin"}`, subjects.CodeForbidden),

@@ -87,24 +87,30 @@ func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 }
 
 func (c *Coordinator) call(ctx context.Context, name string, id requester, verb string, data []byte) subjects.Reply {
-	who, err := c.creds.lookup(ctx, name, id)
 	var (
+		who    caller
+		err    error
 		reply  subjects.Reply
 		target string
 	)
-	for giveUp := time.Now().Add(failoverWait); err == nil; {
-		reply, target, err = c.dispatch(ctx, who, verb, data)
+	for giveUp := time.Now().Add(failoverWait); ; {
+		found := false
+		if who, err = c.creds.lookup(ctx, name, id); err == nil {
+			found = true
+			reply, target, err = c.dispatch(ctx, who, verb, data)
+		}
 		// While a cluster elects a new leader for a stream or bucket, its
-		// requests find no responders for a few seconds; a read is safe to
-		// try again.
-		if !errors.Is(err, nats.ErrNoResponders) || !readOnly(verb) || time.Now().After(giveUp) {
+		// requests find no responders for a few seconds; the lookup, and a
+		// verb that only reads, are safe to try again.
+		if !errors.Is(err, nats.ErrNoResponders) || (found && !readOnly(verb)) || time.Now().After(giveUp) {
 			break
 		}
 		select {
 		case <-time.After(250 * time.Millisecond):
-			err = nil
+			continue
 		case <-ctx.Done():
 		}
+		break
 	}
 	if err != nil {
 		reply = errReply(err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -74,8 +75,32 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
+	// A cluster that has just come up may not have placed the account's
+	// JetStream yet: wait for it (within ctx) rather than fail.
+	for setupRetry(err) && ctx.Err() == nil {
+		c.log.Info("waiting for JetStream", "err", err)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		jobs, creds, err = ensureStreams(ctx, c.js, c.limits)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
+	}
+	// The buckets' streams, just made on a cluster, answer once they have
+	// leaders.
+	for _, kv := range []jetstream.KeyValue{jobs, creds} {
+		for {
+			_, err := kv.Get(ctx, "ready")
+			if !jetStreamStarting(err) || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
 	}
 	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
@@ -93,6 +118,21 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}
 	return c, nil
+}
+
+// jetStreamStarting reports whether err says JetStream is not there yet,
+// as it says for a moment while a cluster forms.
+func jetStreamStarting(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// setupRetry reports whether setting up the streams may work on a second
+// try: besides JetStream not being there yet, a cluster that has just
+// formed can fail to place a new stream on a member for a moment.
+func setupRetry(err error) bool {
+	var apiErr *jetstream.APIError
+	return jetStreamStarting(err) || (errors.As(err, &apiErr) && apiErr.Code >= 500)
 }
 
 // publishAccounts pushes every credential account the data directory

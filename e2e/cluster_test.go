@@ -92,7 +92,13 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 	if rec.State != "succeeded" || rec.Attempt != 1 {
 		t.Fatalf("after a node loss the job ended %s on attempt %d (%s)", rec.State, rec.Attempt, rec.Error)
 	}
-	r := c.admin.mustOutpost(t, "logs", id)
+	// A replay needs a new consumer, which waits for the stream's new
+	// leader; until then the coordinator says to retry.
+	var r result
+	testenv.EventuallyWithin(t, jobTimeout, "a replay of the job", func() bool {
+		r = c.admin.outpost(t, "logs", id)
+		return r.code == 0
+	})
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	for i, l := range lines {
 		if l != "line "+strconv.Itoa(i+1) {
