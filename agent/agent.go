@@ -231,6 +231,14 @@ func (a *Agent) consumer(ctx context.Context, tag string) (jetstream.Consumer, e
 	}
 }
 
+// pullWait is how long one pull request waits for a job. The server scans
+// every waiting request of a consumer each time one arrives or expires, so
+// the cost of a tag's idle agents grows with their number squared over
+// this wait: a long wait keeps a thousand idle agents cheap. A request the
+// server lost meanwhile (a reconnect, a restarted server) is replaced at
+// once on reconnecting, so the wait never leaves an agent deaf.
+const pullWait = 5 * time.Minute
+
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
 // slot before it asks, and takes the slot once a job arrives, so several
 // tags share the slots without one starving another; a job that arrives
@@ -244,6 +252,8 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		return err
 	}
 	ackWait := cons.CachedInfo().Config.AckWait
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
+	defer a.conn.RemoveStatusListener(reconnected)
 	for ctx.Err() == nil {
 		select {
 		case a.slots <- struct{}{}:
@@ -251,8 +261,10 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		case <-ctx.Done():
 			return nil
 		}
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		fctx, cancel := context.WithTimeout(ctx, pullWait)
+		// Idle heartbeats wake the server's scan too, so they are rare: they
+		// only back up the reconnect for a request lost some other way.
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx), jetstream.FetchHeartbeat(pullWait/3))
 		if err != nil {
 			cancel()
 			if ctx.Err() == nil {
@@ -261,6 +273,14 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 			}
 			continue
 		}
+		fetched := make(chan struct{})
+		go func() {
+			select {
+			case <-reconnected:
+				cancel()
+			case <-fetched:
+			}
+		}()
 		for m := range batch.Messages() {
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()
@@ -273,6 +293,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 				a.execute(jobCtx, m, ackWait)
 			}()
 		}
+		close(fetched)
 		cancel()
 	}
 	return nil

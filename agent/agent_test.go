@@ -495,3 +495,30 @@ func TestStopWhileStarting(t *testing.T) {
 		t.Errorf("exit code %v", rec.ExitCode)
 	}
 }
+
+// TestIdlePullSurvivesServerRestart: an idle agent's pull request waits at
+// the server for minutes, and a restarted server has forgotten it. The
+// agent must ask again as soon as it reconnects, or it would sit deaf for
+// the rest of the wait with jobs queued.
+func TestIdlePullSurvivesServerRestart(t *testing.T) {
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	waiting := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := s.env.CoordConn.JS.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer("a"))
+		if err != nil {
+			return -1 // reconnecting
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		return info.NumWaiting
+	}
+	testenv.Eventually(t, "the agent's pull request to wait at the server", func() bool { return waiting() == 1 })
+	s.env.RestartServer()
+	testenv.Eventually(t, "the agent to pull again after the restart", func() bool { return waiting() == 1 })
+	rec := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo back")})
+	s.waitState(t, rec.ID, subjects.StateSucceeded)
+}
