@@ -64,6 +64,11 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
 		if err := a.publishStatus(ctx, job, running); err != nil {
 			log.Warn("could not report running; the job goes back to the queue", "err", err)
+			if ctx.Err() != nil {
+				// Stopped while the report was on its way (it may even be
+				// stored): hand the job on now, not after the ack wait.
+				_ = m.Nak()
+			}
 			return
 		}
 		log.Info("job started", "command", job.Command)
