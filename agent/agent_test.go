@@ -441,7 +441,7 @@ func TestAgentDoesNotImportServer(t *testing.T) {
 }
 
 // startHook calls onStart, in the agent's own goroutine, when the agent
-// logs that a job started: after the job's running status is stored and
+// logs that a job started: while its running status is on its way and
 // before its process exists.
 type startHook struct {
 	slog.Handler
@@ -468,8 +468,8 @@ func (h startHook) WithGroup(name string) slog.Handler {
 	return startHook{Handler: h.Handler.WithGroup(name), attrs: h.attrs, onStart: h.onStart}
 }
 
-// A stop that arrives after the job is reported running but before its
-// process is started is not lost.
+// A stop that arrives after the job is taken but before its process is
+// started is not lost.
 func TestStopWhileStarting(t *testing.T) {
 	s := newSite(t, coordinator.Limits{})
 	hook := startHook{Handler: s.env.Logs.Logger().Handler(), onStart: func(job string) {
