@@ -15,6 +15,9 @@ type baselines struct {
 	bus                         []time.Duration // publish to a watcher seeing the status
 	busRate, busExec1, busExec4 float64         // jobs/s: no exec, 1 and 4 workers with exec
 	publish, replay, acked      float64
+	// serverCPU is the embedded server's CPU per job of the raw bus+exec
+	// loop with 1 worker.
+	serverCPU time.Duration
 }
 
 // measure takes the baselines, then Outpost's figures, into rep.
@@ -37,6 +40,7 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 	rep.baseline("raw bus loop p99", ms(busP99), "ms")
 	rep.baseline("raw bus loop, 1 worker", base.busRate, "jobs/s")
 	exec1 := rep.baseline("raw bus+exec loop, 1 worker", base.busExec1, "jobs/s")
+	serverCPU := rep.baseline("raw bus+exec loop, 1 worker: server CPU per job", ms(base.serverCPU), "ms")
 	exec4 := rep.baseline("raw bus+exec loop, 4 workers", base.busExec4, "jobs/s")
 	publish := rep.baseline("raw async publish, 100 B, file stream", base.publish, "msgs/s")
 	replay := rep.baseline(fmt.Sprintf("raw replay of %d msgs, filtered consumer", c.Messages), base.replay, "msgs/s")
@@ -69,13 +73,17 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 		{"trivial jobs, 4 agents × concurrency 1", "tpn", 4, 1, exec4},
 	} {
 		var rate float64
+		var cpu time.Duration
 		if err := b.phase(tp.name, func() (err error) {
-			rate, err = b.agentsRate(ctx, tp.tag, tp.agents, tp.concurrency, c.Jobs)
+			rate, cpu, err = b.agentsRate(ctx, tp.tag, tp.agents, tp.concurrency, c.Jobs)
 			return err
 		}); err != nil {
 			return err
 		}
 		rep.row(tp.name, rate, "jobs/s", tp.base, half(tp.base))
+		if tp.tag == "tp1" {
+			rep.row("trivial jobs, 1 agent × concurrency 1: coordinator CPU per job", ms(cpu), "ms", serverCPU, nil)
+		}
 	}
 
 	var live, replayed float64
@@ -141,7 +149,13 @@ func (b *bench) baselines(ctx context.Context) (baselines, error) {
 		{"raw exec", func() (err error) { base.exec, err = rawExec(ctx, c.ExecWindow); return err }},
 		{"raw bus loop latency", func() (err error) { base.bus, err = raw.latency(ctx, c.Latency); return err }},
 		{"raw bus loop, 1 worker", func() (err error) { base.busRate, err = raw.rate(ctx, "bus1", c.Loop, 1, false); return err }},
-		{"raw bus+exec loop, 1 worker", func() (err error) { base.busExec1, err = raw.rate(ctx, "exec1", c.Loop, 1, true); return err }},
+		{"raw bus+exec loop, 1 worker", func() (err error) {
+			base.serverCPU, err = b.coordCPU(c.Loop, func() (err error) {
+				base.busExec1, err = raw.rate(ctx, "exec1", c.Loop, 1, true)
+				return err
+			})
+			return err
+		}},
 		{"raw bus+exec loop, 4 workers", func() (err error) { base.busExec4, err = raw.rate(ctx, "exec4", c.Loop, 4, true); return err }},
 		{"raw async publish", func() (err error) {
 			base.publish, err = raw.publishAsync(ctx, "bench.logs.replay", c.Messages)
@@ -160,18 +174,40 @@ func (b *bench) baselines(ctx context.Context) (baselines, error) {
 }
 
 // agentsRate runs n agent binaries of tag, each at concurrency, and
-// returns their trivial jobs per second.
-func (b *bench) agentsRate(ctx context.Context, tag string, n, concurrency, jobs int) (float64, error) {
+// returns their trivial jobs per second and the coordinator's CPU per job.
+func (b *bench) agentsRate(ctx context.Context, tag string, n, concurrency, jobs int) (float64, time.Duration, error) {
 	for i := range n {
 		p, err := b.startAgent(ctx, fmt.Sprintf("%s-agent-%d", tag, i), tag, concurrency)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer p.stop(procGrace)
 	}
 	// One job first, so every agent has fetched and the path is warm.
 	if _, err := b.jobRate(ctx, tag, n); err != nil {
+		return 0, 0, err
+	}
+	var rate float64
+	cpu, err := b.coordCPU(jobs, func() (err error) {
+		rate, err = b.jobRate(ctx, tag, jobs)
+		return err
+	})
+	return rate, cpu, err
+}
+
+// coordCPU runs fn and returns the coordinator's CPU time over it (its
+// embedded server's included), per one of n.
+func (b *bench) coordCPU(n int, fn func() error) (time.Duration, error) {
+	before, err := b.coord.usage()
+	if err != nil {
 		return 0, err
 	}
-	return b.jobRate(ctx, tag, jobs)
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	after, err := b.coord.usage()
+	if err != nil {
+		return 0, err
+	}
+	return (after.cpu - before.cpu) / time.Duration(max(n, 1)), nil
 }
