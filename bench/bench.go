@@ -240,7 +240,7 @@ func (b *bench) startAgent(ctx context.Context, name, tag string, concurrency in
 	actx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := p.await(actx, agentReadyRE); err != nil {
-		p.stop(procGrace)
+		p.stop()
 		return nil, err
 	}
 	return p, nil
@@ -255,7 +255,7 @@ func (b *bench) stop() {
 		b.admin.Close()
 	}
 	for i := len(b.procs) - 1; i >= 0; i-- {
-		b.procs[i].stop(procGrace)
+		b.procs[i].stop()
 	}
 	for _, f := range b.close {
 		f()

@@ -181,7 +181,7 @@ func (b *bench) agentsRate(ctx context.Context, tag string, n, concurrency, jobs
 		if err != nil {
 			return 0, 0, err
 		}
-		defer p.stop(procGrace)
+		defer p.stop()
 	}
 	// One job first, so every agent has fetched and the path is warm.
 	if _, err := b.jobRate(ctx, tag, n); err != nil {

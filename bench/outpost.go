@@ -30,7 +30,7 @@ func (b *bench) dispatch(ctx context.Context, n int) (started, firstLine []time.
 	if err != nil {
 		return nil, nil, err
 	}
-	defer ag.stop(procGrace)
+	defer ag.stop()
 	for i := range n + 1 {
 		s, f, err := b.dispatchOne(ctx, tag)
 		if err != nil {
@@ -146,7 +146,7 @@ func (b *bench) logRates(ctx context.Context, lines int) (live, replay float64, 
 	if err != nil {
 		return 0, 0, err
 	}
-	defer ag.stop(procGrace)
+	defer ag.stop()
 	ctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	defer cancel()
 	t0 := time.Now()

@@ -21,10 +21,11 @@ import (
 // own; the lines that match the patterns it was started with are kept, so
 // the bench can wait for "ready" or read an address it printed.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed once it has exited
+	name   string
+	cmd    *exec.Cmd
+	log    string
+	cancel context.CancelFunc // SIGTERM, then SIGKILL after procGrace
+	done   chan struct{}      // closed once it has exited
 
 	mu      sync.Mutex
 	watch   []*regexp.Regexp
@@ -39,17 +40,22 @@ func startProc(path, logPath string, watch []*regexp.Regexp, args ...string) (*p
 	if err != nil {
 		return nil, fmt.Errorf("log of %s: %w", filepath.Base(path), err)
 	}
-	p := &proc{name: filepath.Base(path), log: logPath, done: make(chan struct{}),
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{name: filepath.Base(path), log: logPath, cancel: cancel, done: make(chan struct{}),
 		watch: watch, matches: map[*regexp.Regexp][]string{}, changed: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
+	p.cmd = exec.CommandContext(ctx, path, args...)
+	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+	p.cmd.WaitDelay = procGrace
 	p.cmd.Env = cleanEnv()
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
+		cancel()
 		f.Close()
 		return nil, err
 	}
 	p.cmd.Stderr = p.cmd.Stdout
 	if err := p.cmd.Start(); err != nil {
+		cancel()
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", p.name, err)
 	}
@@ -119,21 +125,11 @@ func (p *proc) await(ctx context.Context, re *regexp.Regexp) ([]string, error) {
 	}
 }
 
-// stop sends SIGTERM and waits for the exit, killing the process if it
-// takes longer than grace. A second SIGTERM stops an agent's running jobs.
-func (p *proc) stop(grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+// stop sends SIGTERM and waits for the exit; a process that takes longer
+// than procGrace is killed.
+func (p *proc) stop() {
+	p.cancel()
+	<-p.done
 }
 
 // usage is what the kernel says of a process: its CPU time so far and its

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,29 +145,20 @@ func runTrue(ctx context.Context) error {
 // the first error any of them met.
 func (r *rawBus) workers(ctx context.Context, n int, exec bool) (stop func() error) {
 	ctx, cancel := context.WithCancel(ctx)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- parallel(ctx, n, n, func(ctx context.Context, _ int) error {
 			// An error once stopped is the stop itself (a publish whose ack
 			// was still on its way when the watcher saw the message).
 			if err := r.worker(ctx, exec); err != nil && ctx.Err() == nil {
-				mu.Lock()
-				first = cmpOr(first, err)
-				mu.Unlock()
-				cancel()
+				return err
 			}
-		}()
-	}
+			return nil
+		})
+	}()
 	return func() error {
 		cancel()
-		wg.Wait()
-		return first
+		return <-errc
 	}
 }
 

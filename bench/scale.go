@@ -24,7 +24,7 @@ func (b *bench) agentRSS(ctx context.Context, window time.Duration) (int64, erro
 	if err != nil {
 		return 0, err
 	}
-	defer ag.stop(procGrace)
+	defer ag.stop()
 	_, rss, err := ag.idle(ctx, window)
 	return rss, err
 }
