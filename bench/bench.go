@@ -221,7 +221,7 @@ func (b *bench) startProc(name string, watch []*regexp.Regexp, args ...string) (
 		return nil, err
 	}
 	b.procs = append(b.procs, p)
-	b.log.Debug("started", "binary", name, "pid", p.cmd.Process.Pid, "log", logPath)
+	b.log.Info("started", "binary", name, "pid", p.cmd.Process.Pid, "log", logPath)
 	return p, nil
 }
 

@@ -43,7 +43,7 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 	serverCPU := rep.baseline("raw bus+exec loop, 1 worker: server CPU per job", ms(base.serverCPU), "ms")
 	exec4 := rep.baseline("raw bus+exec loop, 4 workers", base.busExec4, "jobs/s")
 	publish := rep.baseline("raw async publish, 100 B, file stream", base.publish, "msgs/s")
-	replay := rep.baseline(fmt.Sprintf("raw replay of %d msgs, filtered consumer", c.Messages), base.replay, "msgs/s")
+	replay := rep.baseline("raw replay of "+thousands(float64(c.Messages))+" msgs, filtered consumer", base.replay, "msgs/s")
 	acked := rep.baseline("raw publish with ack, 32 in flight", base.acked, "msgs/s")
 
 	var started, firstLine []time.Duration
@@ -105,26 +105,26 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 	}
 	var fanCPU float64
 	var fanRSS int64
-	if err := b.phase(fmt.Sprintf("fan-in of %d idle agents", c.Agents), func() (err error) {
+	if err := b.phase("fan-in of "+thousands(float64(c.Agents))+" idle agents", func() (err error) {
 		fanCPU, fanRSS, err = b.fanIn(ctx, c.Agents, c.IdleWindow)
 		return err
 	}); err != nil {
 		return err
 	}
-	rep.row(fmt.Sprintf("fan-in, %d idle agents: coordinator CPU", c.Agents), fanCPU, "% of a core", nil, atMost(5, "< 5%"))
-	rep.row(fmt.Sprintf("fan-in, %d idle agents: coordinator RSS", c.Agents), mb(fanRSS), "MB", nil, atMost(300, "< 300 MB"))
+	rep.row("fan-in, "+thousands(float64(c.Agents))+" idle agents: coordinator CPU", fanCPU, "% of a core", nil, atMost(5, "< 5%"))
+	rep.row("fan-in, "+thousands(float64(c.Agents))+" idle agents: coordinator RSS", mb(fanRSS), "MB", nil, atMost(300, "< 300 MB"))
 	rep.row("idle agent binary RSS", mb(agentRSS), "MB", nil, atMost(20, "< 20 MB"))
 
 	var submitRate float64
 	var backlogRSS int64
-	if err := b.phase(fmt.Sprintf("backlog of %d jobs", c.Backlog), func() (err error) {
+	if err := b.phase("backlog of "+thousands(float64(c.Backlog))+" jobs", func() (err error) {
 		submitRate, backlogRSS, err = b.backlog(ctx, c.Backlog)
 		return err
 	}); err != nil {
 		return err
 	}
-	rep.row(fmt.Sprintf("backlog, %d queued jobs: submit rate, 32 in flight", c.Backlog), submitRate, "jobs/s", acked, nil)
-	rep.row(fmt.Sprintf("backlog, %d queued jobs: coordinator RSS", c.Backlog), mb(backlogRSS), "MB", nil, nil)
+	rep.row("backlog, "+thousands(float64(c.Backlog))+" queued jobs: submit rate, 32 in flight", submitRate, "jobs/s", acked, nil)
+	rep.row("backlog, "+thousands(float64(c.Backlog))+" queued jobs: coordinator RSS", mb(backlogRSS), "MB", nil, nil)
 	return nil
 }
 

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -23,8 +24,16 @@ func main() {
 		smoke   = flag.Bool("smoke", false, "small counts: checks that every measurement runs, in well under a minute")
 		md      = flag.Bool("markdown", false, "print the table as Markdown too, as the README shows it")
 		limit   = flag.Duration("timeout", 15*time.Minute, "give up after this long")
+		show    = flag.String("show", "", "print a saved report (such as bench/results/latest.json) as a table and as Markdown, and measure nothing")
 	)
 	flag.Parse()
+	if *show != "" {
+		if err := showReport(*show); err != nil {
+			fmt.Fprintln(os.Stderr, "outpost-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	counts := bench.Full()
 	if *smoke {
 		counts = bench.Smoke()
@@ -50,4 +59,20 @@ func main() {
 	if *results != "" {
 		fmt.Printf("\nwritten to %s/latest.json\n", *results)
 	}
+}
+
+func showReport(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := rep.Print(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Println()
+	return rep.Markdown(os.Stdout)
 }
