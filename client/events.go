@@ -10,8 +10,10 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/accounts"
@@ -131,40 +133,20 @@ func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.Audi
 // follow, until each says it is the last or ctx ends. The consumer is
 // deleted afterwards.
 func (c *Conn) read(ctx context.Context, stream, filter string, follow bool, each func(jetstream.Msg) (last bool, err error)) error {
-	cons, name, err := c.readerConsumer(ctx, stream, filter)
-	if err != nil {
+	cur := &cursor{c: c, stream: stream, filter: filter}
+	if err := cur.open(ctx); err != nil {
 		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = c.JS.DeleteConsumer(dctx, stream, name)
-	}()
-	pending := cons.CachedInfo().NumPending
+	defer cur.close(ctx)
+	pending := cur.cons.CachedInfo().NumPending
 	if pending == 0 && !follow {
 		return ErrNoEvents
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return fmt.Errorf("read %s: %w", stream, err)
-	}
-	defer it.Stop()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Stop()
-		case <-done:
-		}
-	}()
+	defer cur.watch(ctx)()
 	for read := uint64(0); follow || read < pending; read++ {
-		m, err := it.Next()
+		m, err := cur.next(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("read %s: %w", stream, c.explain(err))
+			return err
 		}
 		last, err := each(m)
 		if err != nil || last {
@@ -179,37 +161,182 @@ func (c *Conn) read(ctx context.Context, stream, filter string, follow bool, eac
 	return nil
 }
 
+// cursor is a read's place in a stream, kept by a pinned reader consumer.
+//
+// Reader consumers live in the server's memory: one made on disk costs its
+// reader milliseconds, and holds up the stream's writers meanwhile. A
+// restarted server has lost them, so after every reconnect the cursor
+// checks its consumer and, if it is gone, makes it again from the message
+// after the last it handed over: nothing is missed or shown twice.
+type cursor struct {
+	c              *Conn
+	stream, filter string
+	last           uint64 // stream sequence of the last message handed over
+
+	mu   sync.Mutex
+	name string
+	cons jetstream.Consumer
+	it   jetstream.MessagesContext
+	lost bool // the server no longer has the consumer
+}
+
+// open makes the reader consumer, from the message after the last handed
+// over, and starts pulling from it.
+func (r *cursor) open(ctx context.Context) error {
+	cons, name, err := r.c.readerConsumer(ctx, r.stream, r.filter, r.last+1)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		r.remove(ctx, name)
+		return fmt.Errorf("read %s: %w", r.stream, err)
+	}
+	r.mu.Lock()
+	r.name, r.cons, r.it, r.lost = name, cons, it, false
+	r.mu.Unlock()
+	return nil
+}
+
+// next returns the next message, making the consumer again if the server
+// lost it.
+func (r *cursor) next(ctx context.Context) (jetstream.Msg, error) {
+	for {
+		r.mu.Lock()
+		it := r.it
+		r.mu.Unlock()
+		m, err := it.Next()
+		if err == nil {
+			if meta, merr := m.Metadata(); merr == nil {
+				r.last = meta.Sequence.Stream
+			}
+			return m, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		r.mu.Lock()
+		lost := r.lost || errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted)
+		r.mu.Unlock()
+		if !lost {
+			return nil, fmt.Errorf("read %s: %w", r.stream, r.c.explain(err))
+		}
+		if err := r.open(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// watch stops the pulls when ctx ends, and after every reconnect looks
+// for the consumer: if the server lost it, the pulls stop and next makes
+// it again. The returned func ends the watch.
+func (r *cursor) watch(ctx context.Context) func() {
+	reconnected := r.c.StatusChanged(nats.CONNECTED)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				r.stop(false)
+				return
+			case <-done:
+				return
+			case <-reconnected:
+				if r.gone(ctx) {
+					r.stop(true)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		r.c.RemoveStatusListener(reconnected)
+	}
+}
+
+// gone reports whether the server has lost the consumer, asking until it
+// can tell or ctx ends.
+func (r *cursor) gone(ctx context.Context) bool {
+	r.mu.Lock()
+	cons := r.cons
+	r.mu.Unlock()
+	for ctx.Err() == nil {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := cons.Info(ictx)
+		cancel()
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			return true
+		}
+		// A restarted server's JetStream may not answer yet.
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return false
+}
+
+func (r *cursor) stop(lost bool) {
+	r.mu.Lock()
+	r.lost = r.lost || lost
+	it := r.it
+	r.mu.Unlock()
+	it.Stop()
+}
+
+// close stops the pulls and deletes the consumer.
+func (r *cursor) close(ctx context.Context) {
+	r.stop(false)
+	r.mu.Lock()
+	name := r.name
+	r.mu.Unlock()
+	r.remove(ctx, name)
+}
+
+func (r *cursor) remove(ctx context.Context, name string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = r.c.JS.DeleteConsumer(dctx, r.stream, name)
+}
+
 // readerConsumer creates an ephemeral-like consumer in the first free slot
-// of the caller's pinned names. It removes itself when idle, so a reader
-// that crashed frees its slot.
-func (c *Conn) readerConsumer(ctx context.Context, stream, filter string) (jetstream.Consumer, string, error) {
+// of the caller's pinned names, from stream sequence from on. It removes
+// itself when idle, so a reader that crashed frees its slot.
+func (c *Conn) readerConsumer(ctx context.Context, stream, filter string, from uint64) (jetstream.Consumer, string, error) {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject: filter,
+		AckPolicy:     jetstream.AckNonePolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// In memory: see cursor.
+		MemoryStorage:     true,
+		InactiveThreshold: time.Minute,
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
-		name := subjects.ReaderConsumer(c.Identity.Name, slot)
+		cfg.Name = subjects.ReaderConsumer(c.Identity.Name, slot)
+		// Unique, so that the server refuses to hand a slot in use to a
+		// second read of the same job (it returns an existing consumer whose
+		// config is equal): the reads would split the events.
+		cfg.Description = "outpost reader " + rand.Text()
 		cctx, stop := c.cancelOnDenial(ctx)
 		cctx, cancel := context.WithTimeout(cctx, 5*time.Second)
-		cons, err := c.JS.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
-			Name: name,
-			// Unique, so that the server refuses to hand a slot in use to a
-			// second read of the same job (it returns an existing consumer
-			// whose config is equal): the reads would split the events.
-			Description:   "outpost reader " + rand.Text(),
-			FilterSubject: filter,
-			AckPolicy:     jetstream.AckNonePolicy,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// File-backed, so a follower resumes after a server restart.
-			InactiveThreshold: time.Minute,
-		})
+		cons, err := c.JS.CreateConsumer(cctx, stream, cfg)
 		cancel()
 		stop()
 		switch {
 		case err == nil:
-			return cons, name, nil
+			return cons, cfg.Name, nil
 		case errors.Is(err, jetstream.ErrConsumerExists), errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse):
 			continue
 		case ctx.Err() != nil:
 			return nil, "", ctx.Err()
 		default:
-			return nil, "", fmt.Errorf("create reader consumer %s: %w", name, c.explain(err))
+			return nil, "", fmt.Errorf("create reader consumer %s: %w", cfg.Name, c.explain(err))
 		}
 	}
 	return nil, "", fmt.Errorf("%w (%d): close another 'outpost logs', or wait a minute for an abandoned one to expire", ErrNoSlot, subjects.ReaderSlots)
