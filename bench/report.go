@@ -87,11 +87,11 @@ func loadavg() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-// baseline records a baseline figure and returns it.
+// baseline records a baseline figure and returns a copy of it.
 func (r *Report) baseline(name string, value float64, unit string) *Figure {
 	f := Figure{Name: name, Value: value, Unit: unit}
 	r.Baselines = append(r.Baselines, f)
-	return &r.Baselines[len(r.Baselines)-1]
+	return &f
 }
 
 // target is what a row is held to: a bound on its own value.
