@@ -44,7 +44,9 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	for _, row := range rep.Rows {
-		if !(row.Value > 0) {
+		// A few idle agents may cost the coordinator no clock tick at all.
+		mayBeZero := strings.Contains(row.Name, "CPU")
+		if !(row.Value > 0) && !(mayBeZero && row.Value == 0) {
 			t.Errorf("figure %q is %v", row.Name, row.Value)
 		}
 		if row.Baseline != nil && !(row.Ratio > 0) {
