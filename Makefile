@@ -69,3 +69,13 @@ dist-check:
 
 clean:
 	rm -rf $(BIN) .outpost dist
+
+# Performance: Outpost beside the raw bus and raw exec, in one run of a few
+# minutes (see bench/). The table goes to stdout, the JSON to bench/results.
+# bench-smoke runs it with small counts; 'make test' runs it too.
+.PHONY: bench bench-smoke
+bench: build
+	$(BIN)/outpost-bench -bin $(BIN) -results bench/results
+
+bench-smoke:
+	$(GO) test -count=1 -run '^TestSmoke$$' -v ./bench/

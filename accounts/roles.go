@@ -3,6 +3,7 @@ package accounts
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 
@@ -39,6 +40,9 @@ func ParseRole(s string) (Role, error) {
 // for tags gpu and cpu carries the JWT tags "pool:gpu" and "pool:cpu".
 const TagKey = "pool"
 
+// pullReplyWindow is how long the reply path of a pull request stays open.
+const pullReplyWindow = 10 * time.Minute
+
 const (
 	msgNext      = "$JS.API.CONSUMER.MSG.NEXT."
 	consumerInfo = "$JS.API.CONSUMER.INFO."
@@ -60,7 +64,9 @@ func workExports() jwt.Exports {
 		// request with the caller's verified identity.
 		{Name: "api", Subject: subjects.APIAll, Type: jwt.Service},
 		// A pull request has many replies: the messages, then a status.
-		{Name: "pull", Subject: msgNext + ">", Type: jwt.Service, ResponseType: jwt.ResponseTypeStream},
+		// An idle agent's pull waits minutes for a job, so its reply path
+		// must outlive the default two minutes (agent package, pullWait).
+		{Name: "pull", Subject: msgNext + ">", Type: jwt.Service, ResponseType: jwt.ResponseTypeStream, ResponseThreshold: pullReplyWindow},
 		{Name: "ack", Subject: jsAck + ">", Type: jwt.Service},
 		// Agents publish events into the stream; the reply is the stream's ack.
 		{Name: "events", Subject: subjects.EventsPrefix + ".>", Type: jwt.Service},

@@ -1,11 +1,15 @@
 package accounts
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -131,7 +135,41 @@ func Open(dir string) (*Authority, error) {
 		}
 		*dst = string(b)
 	}
+	if err := a.refreshWorkAccount(); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// refreshWorkAccount signs the OUTPOST account again if this Outpost
+// exports something else than the one that made it, so an upgrade takes
+// effect at the next start (the coordinator pushes it to the servers).
+func (a *Authority) refreshWorkAccount() error {
+	ac, err := jwt.DecodeAccountClaims(a.workJWT)
+	if err != nil {
+		return fmt.Errorf("decode OUTPOST account: %w", err)
+	}
+	// Encoding sorts the exports; compare them sorted alike.
+	exports := workExports()
+	sort.Sort(exports)
+	have, _ := json.Marshal(ac.Exports)
+	want, _ := json.Marshal(exports)
+	if bytes.Equal(have, want) {
+		return nil
+	}
+	ac.Exports = workExports()
+	for time.Now().Unix() <= ac.IssuedAt {
+		time.Sleep(time.Until(time.Unix(ac.IssuedAt+1, 0)))
+	}
+	tok, err := ac.Encode(a.operator)
+	if err != nil {
+		return fmt.Errorf("sign OUTPOST account: %w", err)
+	}
+	if err := writePrivate(filepath.Join(a.dir, jwtDir, WorkAccount+".jwt"), []byte(tok)); err != nil {
+		return err
+	}
+	a.workJWT = tok
+	return nil
 }
 
 // create makes every key and JWT in a fresh staging directory and moves it

@@ -208,10 +208,18 @@ func (a *Agent) StopJobs() {
 	}
 }
 
-// Pulls of jobs: how long one waits for a job, and how long to wait after
-// a failed one (no consumer yet, or no connection) before the next.
+// pullWait is how long one pull request waits for a job. The server scans
+// every waiting request of a consumer each time one arrives or expires, so
+// the cost of a tag's idle agents grows with their number squared over
+// this wait: a long wait keeps a thousand idle agents cheap. A request the
+// server lost meanwhile (a reconnect, a restarted server) is replaced at
+// once on reconnecting, so the wait never leaves an agent deaf. (OUTPOST's
+// pull export keeps a reply path open longer than this: accounts package.)
+const pullWait = 5 * time.Minute
+
 const (
-	pullWait  = 10 * time.Second
+	// pullRetry is the pause after a pull that failed (no consumer yet, no
+	// connection) before the next.
 	pullRetry = 2 * time.Second
 	// defaultAckWait is the coordinator's default, for a job request that
 	// does not say.
@@ -224,6 +232,8 @@ const (
 // when another tag took the last slot waits, kept alive by InProgress.
 func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 	consumer := subjects.AgentsConsumer(tag)
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
+	defer a.conn.RemoveStatusListener(reconnected)
 	for ctx.Err() == nil {
 		select {
 		case a.slots <- struct{}{}:
@@ -231,7 +241,16 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		case <-ctx.Done():
 			return nil
 		}
-		_, err := a.conn.Pull(ctx, subjects.JobsStream, consumer, 1, pullWait, func(m *nats.Msg) error {
+		pctx, cancel := context.WithCancel(ctx)
+		pulled := make(chan struct{})
+		go func() {
+			select {
+			case <-reconnected:
+				cancel()
+			case <-pulled:
+			}
+		}()
+		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, pullWait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()
@@ -245,8 +264,11 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 			}()
 			return nil
 		})
-		if err == nil || ctx.Err() != nil {
-			continue
+		close(pulled)
+		reconnect := pctx.Err() != nil
+		cancel()
+		if err == nil || ctx.Err() != nil || reconnect {
+			continue // a job, the end, or a reconnect: ask again at once
 		}
 		if d := a.conn.Denied(); d != nil {
 			return fmt.Errorf("tag %s: %w", tag, d)

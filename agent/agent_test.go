@@ -429,7 +429,7 @@ func TestAgentDoesNotImportServer(t *testing.T) {
 }
 
 // startHook calls onStart, in the agent's own goroutine, when the agent
-// logs that a job started: after the job's running status is stored and
+// logs that a job started: while its running status is on its way and
 // before its process exists.
 type startHook struct {
 	slog.Handler
@@ -456,8 +456,8 @@ func (h startHook) WithGroup(name string) slog.Handler {
 	return startHook{Handler: h.Handler.WithGroup(name), attrs: h.attrs, onStart: h.onStart}
 }
 
-// A stop that arrives after the job is reported running but before its
-// process is started is not lost.
+// A stop that arrives after the job is taken but before its process is
+// started is not lost.
 func TestStopWhileStarting(t *testing.T) {
 	s := newSite(t, coordinator.Limits{})
 	hook := startHook{Handler: s.env.Logs.Logger().Handler(), onStart: func(job string) {
@@ -482,4 +482,31 @@ func TestStopWhileStarting(t *testing.T) {
 	if rec.ExitCode == nil || *rec.ExitCode != 128+15 {
 		t.Errorf("exit code %v", rec.ExitCode)
 	}
+}
+
+// TestIdlePullSurvivesServerRestart: an idle agent's pull request waits at
+// the server for minutes, and a restarted server has forgotten it. The
+// agent must ask again as soon as it reconnects, or it would sit deaf for
+// the rest of the wait with jobs queued.
+func TestIdlePullSurvivesServerRestart(t *testing.T) {
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	waiting := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := s.env.CoordConn.JS.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer("a"))
+		if err != nil {
+			return -1 // reconnecting
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		return info.NumWaiting
+	}
+	testenv.Eventually(t, "the agent's pull request to wait at the server", func() bool { return waiting() == 1 })
+	s.env.RestartServer()
+	testenv.Eventually(t, "the agent to pull again after the restart", func() bool { return waiting() == 1 })
+	rec := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo back")})
+	s.waitState(t, rec.ID, subjects.StateSucceeded)
 }

@@ -61,12 +61,22 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
-		if err := a.publishStatus(ctx, job, running); err != nil {
+		// The running report and the start overlap, so the process does not
+		// wait a round trip for it; run holds the output back until the
+		// report is stored, and kills the process if it cannot be.
+		reported := make(chan error, 1)
+		go func() { reported <- a.publishStatus(ctx, job, running) }()
+		log.Info("job started", "command", job.Command)
+		res, err := a.run(ctx, job, attempt, reported)
+		if err != nil {
 			log.Warn("could not report running; the job goes back to the queue", "err", err)
+			if ctx.Err() != nil {
+				// Stopped while the report was on its way (it may even be
+				// stored): hand the job on now, not after the ack wait.
+				_ = m.Nak()
+			}
 			return
 		}
-		log.Info("job started", "command", job.Command)
-		res := a.run(ctx, job, attempt)
 		if ctx.Err() != nil {
 			// The agent is shutting down and killed the job: hand it to
 			// another agent now rather than after the ack wait.
@@ -84,7 +94,10 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	if err := m.AckSync(nats.Context(fin)); err != nil {
+	// The ack is not waited for: were it lost, the coordinator takes the
+	// finished job off the queue all the same, and a redelivery is fenced
+	// by attempt, so waiting would only hold the slot for a round trip.
+	if err := m.Ack(); err != nil {
 		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
 	}
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,8 +18,10 @@ import (
 )
 
 // linger is how long a log message waits for more lines before it is sent:
-// short enough that a follower sees a quiet job's line at once, long enough
-// that a chatty job's lines share messages.
+// short enough that a follower sees a chatty job's lines promptly, long
+// enough that they share messages. A line after a quiet spell at least as
+// long goes at once, with whatever else is already waiting: it is what a
+// follower waits for, and nothing would join it.
 const linger = 5 * time.Millisecond
 
 // line is one line (or one chunk of an over-long line) of job output.
@@ -65,15 +68,19 @@ type batcher struct {
 	sent    int64
 	dropped int
 
-	next  int // number of the next line
-	first int // number of the buffered message's first line
-	strm  string
-	buf   []byte
+	next    int // number of the next line
+	first   int // number of the buffered message's first line
+	strm    string
+	buf     []byte
+	flushed time.Time // when the last message was sent
+	// linger overrides the package's linger (tests); zero keeps it.
+	linger time.Duration
 }
 
 // run batches lines from in until it closes, then flushes the rest.
 func (b *batcher) run(ctx context.Context, in <-chan line) {
 	b.next = 1
+	wait := cmp.Or(b.linger, linger)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	reap := time.NewTicker(time.Second)
@@ -96,14 +103,19 @@ func (b *batcher) run(ctx context.Context, in <-chan line) {
 			if len(b.buf) > 0 && (l.stream != b.strm || len(b.buf)+len(l.text)+1 > subjects.MaxLogMsg) {
 				b.flush(ctx, false)
 			}
+			quiet := false
 			if len(b.buf) == 0 {
 				b.first, b.strm = b.next, l.stream
-				timer.Reset(linger)
+				timer.Reset(wait)
+				quiet = time.Since(b.flushed) >= wait
 			}
 			b.buf = append(append(b.buf, l.text...), '\n')
 			b.next++
-			if l.partial {
+			switch {
+			case l.partial:
 				b.flush(ctx, true)
+			case quiet && len(in) == 0:
+				b.flush(ctx, false)
 			}
 		case <-timer.C:
 			b.flush(ctx, false)
@@ -138,6 +150,7 @@ func (b *batcher) flush(ctx context.Context, partial bool) {
 		m.Header.Set(subjects.HeaderPartial, "1")
 	}
 	b.pub.publish(ctx, m)
+	b.flushed = time.Now()
 	if b.stats != nil {
 		b.stats.lines.Add(uint64(bytes.Count(b.buf, []byte{'\n'})))
 		b.stats.bytes.Add(uint64(len(b.buf)))

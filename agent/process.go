@@ -59,11 +59,13 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 func (p *process) kill() { p.group.signal(syscall.SIGKILL) }
 
 // run starts the job's command in its own process group and work directory
-// and streams its output until it ends.
-func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
+// and streams its output until it ends. The job's running report is on its
+// way meanwhile: no output is sent, and no result returned, before it is
+// stored; if it cannot be, the process is killed and run returns why.
+func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported <-chan error) (result, error) {
 	dir, cleanup, err := a.workDir(job)
 	if err != nil {
-		return failed(-1, "work directory: %v", err)
+		return failed(-1, "work directory: %v", err), <-reported
 	}
 	defer cleanup()
 	cmd := exec.Command(job.Command[0], job.Command[1:]...)
@@ -78,13 +80,13 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	setProcAttr(cmd)
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return failed(-1, "pipe: %v", err)
+		return failed(-1, "pipe: %v", err), <-reported
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return failed(-1, "pipe: %v", err)
+		return failed(-1, "pipe: %v", err), <-reported
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	err = cmd.Start()
@@ -93,7 +95,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return startFailure(job.Command[0], err)
+		return startFailure(job.Command[0], err), <-reported
 	}
 	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), done: make(chan struct{})}
 	defer p.group.close()
@@ -117,6 +119,15 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if job.Timeout > 0 {
 		t := time.AfterFunc(time.Duration(job.Timeout), func() { p.stop(subjects.StateTimedOut, a.grace) })
 		defer t.Stop()
+	}
+	if err := <-reported; err != nil {
+		// Nothing of a job runs unrecorded: it goes back to the queue.
+		p.kill()
+		_ = cmd.Wait()
+		close(p.done)
+		outR.Close()
+		errR.Close()
+		return result{}, err
 	}
 
 	lines := make(chan line, 1024)
@@ -156,7 +167,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	p.mu.Lock()
 	reason := p.reason
 	p.mu.Unlock()
-	return exitResult(cmd.ProcessState, werr, reason)
+	return exitResult(cmd.ProcessState, werr, reason), nil
 }
 
 func exitResult(ps *os.ProcessState, werr error, reason subjects.State) result {

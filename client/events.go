@@ -111,27 +111,37 @@ const (
 
 // read asks the coordinator for a reader consumer and pulls from it from
 // the first message: until the messages stored when it began are read, or,
-// with follow, until each says it is the last or ctx ends. The consumer is
-// released afterwards.
+// with follow, until each says it is the last or ctx ends. If the server
+// loses the consumer (a restart: readers live in memory), read asks for
+// another from the message after the last it handed over, so nothing is
+// missed or shown twice. The consumer is released afterwards.
 func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, each func(*nats.Msg) (last bool, err error)) error {
-	r, err := c.call(ctx, subjects.VerbRead, req)
-	if err != nil {
-		return err
+	var rd subjects.Reader
+	open := func() error {
+		r, err := c.call(ctx, subjects.VerbRead, req)
+		if err != nil {
+			return err
+		}
+		if r.Reader == nil {
+			return errors.New("the coordinator's read reply holds no reader")
+		}
+		rd = *r.Reader
+		return nil
 	}
-	if r.Reader == nil {
-		return errors.New("the coordinator's read reply holds no reader")
-	}
-	rd := *r.Reader
-	defer func() {
+	release := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_, _ = c.call(rctx, subjects.VerbRelease, subjects.ReleaseRequest{Stream: rd.Stream, Consumer: rd.Consumer})
-	}()
+	}
+	if err := open(); err != nil {
+		return err
+	}
+	defer func() { release() }()
 	if rd.Pending == 0 && !follow {
 		return ErrNoEvents
 	}
 	errDone := errors.New("done")
-	read := uint64(0)
+	pending, read := rd.Pending, uint64(0)
 	for ctx.Err() == nil {
 		wait := readWait
 		if !follow {
@@ -139,14 +149,17 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 		}
 		n, err := c.Pull(ctx, rd.Stream, rd.Consumer, readBatch, wait, func(m *nats.Msg) error {
 			read++
+			meta, merr := m.Metadata()
+			if merr == nil {
+				req.FromSeq = meta.Sequence.Stream + 1
+			}
 			last, err := each(m)
 			if err != nil {
 				return err
 			}
 			// Messages stored at the start may be gone (the stream's
 			// limits), so a replay also ends when the consumer has no more.
-			meta, merr := m.Metadata()
-			if last || (!follow && (read >= rd.Pending || (merr == nil && meta.NumPending == 0))) {
+			if last || (!follow && (read >= pending || (merr == nil && meta.NumPending == 0))) {
 				return errDone
 			}
 			return nil
@@ -156,9 +169,15 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case err != nil && follow && !errors.Is(err, ErrConsumerGone) && c.Denied() == nil:
-			// The link may be down (a server restart): the consumer is kept
-			// on disk, so try again once the connection is back.
+		case errors.Is(err, ErrConsumerGone):
+			// A restarted server lost the consumer: go on from where we are.
+			c.log.Warn("reader consumer lost; reading on from where it was", "consumer", rd.Consumer, "from_seq", req.FromSeq)
+			release()
+			if err := open(); err != nil {
+				return err
+			}
+		case err != nil && follow && c.Denied() == nil:
+			// The link may be down: try again once it is back.
 			c.log.Warn("follow interrupted; resuming", "consumer", rd.Consumer, "err", err)
 			select {
 			case <-time.After(time.Second):

@@ -56,6 +56,9 @@ func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wai
 	for n < batch {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
+			if errors.Is(err, nats.ErrNoResponders) {
+				return n, fmt.Errorf("pull from %s: %w", consumer, ErrConsumerGone)
+			}
 			if errors.Is(err, context.DeadlineExceeded) && c.Denied() == nil {
 				return n, fmt.Errorf("pull from %s: no answer from the server (is the consumer there?)", consumer)
 			}

@@ -147,6 +147,7 @@ func (c *Coordinator) publishAccounts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	accts[c.auth.WorkPublicKey()] = c.auth.AccountJWTs()[c.auth.WorkPublicKey()]
 	for pub, tok := range accts {
 		if err := pushAccount(ctx, c.sys, pub, tok); err != nil {
 			return fmt.Errorf("account %s: %w", pub, err)

@@ -28,11 +28,16 @@ func (c *Coordinator) read(ctx context.Context, who caller, req subjects.ReadReq
 	cfg := jetstream.ConsumerConfig{
 		AckPolicy:     jetstream.AckNonePolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		// File-backed, so a follower resumes after a server restart, but
-		// on one server: it is cheap to make again, and a cluster that lost
-		// a node can still make it.
+		// In memory and on one server: made on disk, each cost its reader
+		// milliseconds and held up the stream's writers meanwhile, and a
+		// cluster that lost a node can still make it. A restarted server
+		// loses it; the reader asks again from where it was (FromSeq).
+		MemoryStorage:     true,
 		InactiveThreshold: readerIdle,
 		Replicas:          1,
+	}
+	if req.FromSeq > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, req.FromSeq
 	}
 	if len(filters) == 1 {
 		cfg.FilterSubject = filters[0]

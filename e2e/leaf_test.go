@@ -26,7 +26,7 @@ func TestLeafNodeSite(t *testing.T) {
 	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
 		t.Fatalf("coordinator init:\n%s", r)
 	}
-	root, err := moduleRoot()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // No container engine or Kubernetes cluster runs here, so deploy/container
@@ -120,7 +122,7 @@ func TestContainerfile(t *testing.T) {
 // goMinor is the Go release go.mod asks for, such as 1.26.
 func goMinor(t testing.TB) string {
 	t.Helper()
-	out, err := exec.Command(goTool(), "list", "-m", "-f", "{{.GoVersion}}").Output()
+	out, err := exec.Command(testenv.GoTool(), "list", "-m", "-f", "{{.GoVersion}}").Output()
 	if err != nil {
 		t.Fatalf("go list -m: %v", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // requireTool returns the path of an operator's tool a test drives, such
@@ -27,7 +29,7 @@ func requireTool(t testing.TB, name, from string) string {
 // deployPath is the path of a file or directory under deploy/ in this tree.
 func deployPath(t testing.TB, elem ...string) string {
 	t.Helper()
-	root, err := moduleRoot()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

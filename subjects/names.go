@@ -182,6 +182,11 @@ func ParseEvent(subject string) (Event, error) {
 	return e, nil
 }
 
+// LiveSubject is the live copy of EventSubject(tag, owner, id, kind).
+func LiveSubject(tag, owner, id string, kind EventKind) string {
+	return LivePrefix + "." + tag + "." + owner + "." + id + "." + string(kind)
+}
+
 // LiveFilter matches the live copies of the events of tag and owner, either
 // of which may be "*".
 func LiveFilter(tag, owner string) string { return LivePrefix + "." + tag + "." + owner + ".>" }

@@ -334,12 +334,17 @@ type Reply struct {
 type ReadRequest struct {
 	Job   string `json:"job,omitempty"`
 	Audit bool   `json:"audit,omitempty"`
+	// FromSeq starts the consumer at this stream sequence rather than at
+	// the first message: a reader whose consumer a restarted server lost
+	// goes on after the last message it saw.
+	FromSeq uint64 `json:"from_seq,omitempty"`
 }
 
 // Reader is a replay consumer made for one reader. Pull from it with
 // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>; it delivers from the first
 // message, needs no acks, and is deleted after a minute unused or when
-// released.
+// released. It lives in the server's memory, so a server restart loses it:
+// read again with from_seq.
 type Reader struct {
 	Stream   string `json:"stream"`
 	Consumer string `json:"consumer"`
