@@ -218,6 +218,9 @@ func (a *Agent) StopJobs() {
 const pullWait = 5 * time.Minute
 
 const (
+	// pullProbe is the wait of the first pull after a start, a reconnect
+	// or an error: short, in case the server dropped it.
+	pullProbe = 2 * time.Second
 	// pullRetry is the pause after a pull that failed (no consumer yet, no
 	// connection) before the next.
 	pullRetry = 2 * time.Second
@@ -234,6 +237,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 	consumer := subjects.AgentsConsumer(tag)
 	reconnected := a.conn.StatusChanged(nats.CONNECTED)
 	defer a.conn.RemoveStatusListener(reconnected)
+	probe := true
 	for ctx.Err() == nil {
 		select {
 		case a.slots <- struct{}{}:
@@ -250,7 +254,16 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 			case <-pulled:
 			}
 		}()
-		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, pullWait, func(m *nats.Msg) error {
+		// A pull request that reaches a server not yet serving the
+		// consumer (just restarted) is dropped without a word when it
+		// crosses accounts, so after a start, a reconnect or an error the
+		// first pull is short: once the server answers one, it is
+		// listening, and the long waits begin.
+		wait := pullWait
+		if probe {
+			wait = pullProbe
+		}
+		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, wait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()
@@ -267,6 +280,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		close(pulled)
 		reconnect := pctx.Err() != nil
 		cancel()
+		probe = err != nil
 		if err == nil || ctx.Err() != nil || reconnect {
 			continue // a job, the end, or a reconnect: ask again at once
 		}

@@ -278,10 +278,7 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 	if err := c.jobs.create(ctx, rec); err != nil {
 		return nil, err
 	}
-	if err := c.publishStatus(ctx, rec, subjects.StatusEvent{Job: job.ID, State: subjects.StateQueued, Attempt: 1, At: now}); err == nil {
-		err = c.publishJob(ctx, job)
-	}
-	if err != nil {
+	if err := c.queue(ctx, rec, now); err != nil {
 		c.fail(ctx, rec, fmt.Sprintf("could not queue the job: %v", err))
 		return nil, fmt.Errorf("queue job %s: %w", job.ID, err)
 	}
@@ -291,6 +288,40 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 	}
 	c.log.Info("job submitted", "job", job.ID, "tag", job.Tag, "owner", job.Owner)
 	return &rec, nil
+}
+
+// queue stores a new job's queued status and puts its request on the
+// queue, in that order but in one round trip: both go out at once on one
+// connection, so the server stores the status before any agent can see the
+// request, and the two acks are awaited together.
+func (c *Coordinator) queue(ctx context.Context, rec subjects.Record, at time.Time) error {
+	status, err := json.Marshal(subjects.StatusEvent{Job: rec.ID, State: subjects.StateQueued, Attempt: 1, At: at})
+	if err != nil {
+		return err
+	}
+	first, err := c.js.PublishAsync(subjects.EventSubject(rec.Tag, rec.Owner, rec.ID, subjects.KindStatus), status,
+		jetstream.WithMsgID(subjects.MsgID(rec.ID, 1, string(subjects.StateQueued))))
+	if err != nil {
+		return err
+	}
+	m, err := c.jobMsg(rec.Job)
+	if err != nil {
+		return err
+	}
+	second, err := c.js.PublishMsgAsync(m, jetstream.WithMsgID(subjects.MsgID(rec.ID, rec.Attempt, "job")))
+	if err != nil {
+		return err
+	}
+	for _, f := range []jetstream.PubAckFuture{first, second} {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (c *Coordinator) knownTag(ctx context.Context, tag string) error {
@@ -309,17 +340,26 @@ func (c *Coordinator) knownTag(ctx context.Context, tag string) error {
 }
 
 func (c *Coordinator) publishJob(ctx context.Context, job subjects.Job) error {
-	b, err := json.Marshal(job)
+	m, err := c.jobMsg(job)
 	if err != nil {
 		return err
+	}
+	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
+	return err
+}
+
+// jobMsg is the request of a job, as agents get it.
+func (c *Coordinator) jobMsg(job subjects.Job) (*nats.Msg, error) {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return nil, err
 	}
 	m := nats.NewMsg(subjects.JobSubject(job.Tag, job.ID))
 	m.Data = b
 	// Agents cannot ask JetStream about the consumer (their accounts have no
 	// JetStream API), so each job says how often to report progress.
 	m.Header.Set(subjects.HeaderAckWait, c.limits.AckWait.String())
-	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
-	return err
+	return m, nil
 }
 
 // publishStatus stores a status event the coordinator itself decides

@@ -102,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			}
 		}
 	}
-	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
+	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
 	}
@@ -237,6 +237,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	defer events.Stop()
+	if err := c.creds.watch(ctx); err != nil {
+		return err
+	}
 	stopPresence, err := c.watchPresence(ctx)
 	if err != nil {
 		return err

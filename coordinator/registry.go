@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,8 +17,50 @@ import (
 // registry keeps credential records in the creds bucket, keyed by name, so
 // names stay unique across every role. It holds public keys and JWTs only.
 type registry struct {
-	kv jetstream.KeyValue
-	js jetstream.JetStream
+	kv    jetstream.KeyValue
+	js    jetstream.JetStream
+	known *known
+}
+
+// known is what the registry's watch has seen of the bucket, so that an
+// API request need not read it: lookup trusts an entry only when it agrees
+// with the request, and reads the bucket otherwise.
+type known struct {
+	mu sync.RWMutex
+	m  map[string]subjects.Credential
+}
+
+func (k *known) get(name string) (subjects.Credential, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	c, ok := k.m[name]
+	return c, ok
+}
+
+// watch keeps r.known current until ctx ends.
+func (r registry) watch(ctx context.Context) error {
+	w, err := r.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch credentials: %w", err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for e := range w.Updates() {
+			if e == nil {
+				continue // the end of the initial values
+			}
+			var c subjects.Credential
+			put := e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &c) == nil
+			r.known.mu.Lock()
+			if put {
+				r.known.m[e.Key()] = c
+			} else {
+				delete(r.known.m, e.Key())
+			}
+			r.known.mu.Unlock()
+		}
+	}()
+	return nil
 }
 
 var errNameTaken = errors.New("name already issued")
@@ -96,6 +139,9 @@ func (c caller) hasTag(tag string) bool { return slices.Contains(c.tags, tag) }
 // it against id, the identity the server stamped on the request: the name
 // must belong to that very user key in that very account.
 func (r registry) lookup(ctx context.Context, name string, id requester) (caller, error) {
+	if c, ok := r.known.get(name); ok && c.PublicKey == id.User && c.Account == id.Account && c.RevokedAt == nil {
+		return caller{name: c.Name, role: accounts.Role(c.Role), tags: c.Tags}, nil
+	}
 	c, err := r.get(ctx, name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return caller{}, subjects.Errorf(subjects.CodeUnknownName, "no credential named %q is registered with this coordinator", name)
