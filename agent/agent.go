@@ -39,6 +39,12 @@ type Config struct {
 	// MaxOutput caps the output bytes kept per attempt; past it lines are
 	// dropped and a marker line says how many. Zero means DefaultMaxOutput.
 	MaxOutput int64
+	// MaxBuffered bounds the output bytes the agent holds, for all its jobs,
+	// that NATS has not yet stored: while the link is down the jobs run on
+	// and their lines wait here; past the bound lines are dropped, and a
+	// marker line says how many once there is room again. Zero means
+	// DefaultMaxBuffered; less than MinBuffered is refused.
+	MaxBuffered int64
 	// DrainTimeout is how long Run, once its context ends, lets running
 	// jobs finish before it kills them and hands them back to the queue.
 	// Zero kills them at once.
@@ -49,6 +55,13 @@ type Config struct {
 
 // DefaultMaxOutput is the output kept per attempt unless Config says.
 const DefaultMaxOutput = 256 << 20
+
+// DefaultMaxBuffered is the unsent output an agent holds unless Config
+// says; MinBuffered is the least it accepts: two full log messages.
+const (
+	DefaultMaxBuffered = 64 << 20
+	MinBuffered        = 2 * subjects.MaxLogMsg
+)
 
 // Agent pulls and runs jobs. Create it with New and run it with Run.
 type Agent struct {
@@ -66,6 +79,7 @@ type Agent struct {
 	beatEvery    time.Duration
 	drainTimeout time.Duration
 	maxOutput    int64
+	room         *budget // unsent output of all jobs
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -91,6 +105,12 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxOutput <= 0 {
 		cfg.MaxOutput = DefaultMaxOutput
 	}
+	switch {
+	case cfg.MaxBuffered == 0:
+		cfg.MaxBuffered = DefaultMaxBuffered
+	case cfg.MaxBuffered < MinBuffered:
+		return nil, fmt.Errorf("the output buffer of %d bytes is too small: give at least %d (--max-buffer)", cfg.MaxBuffered, MinBuffered)
+	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 10 * time.Second
 	}
@@ -112,6 +132,7 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
+		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]time.Time{},
 	}, nil

@@ -78,9 +78,12 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		end.State, end.ExitCode, end.Error = res.state, res.exitCode, res.err
 	}
 	end.At = time.Now().UTC()
-	// The terminal status must be stored even while the agent shuts down.
-	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	// The terminal status is retried until it is stored, however long NATS
+	// is out of reach, for as long as the agent runs, and for a while
+	// after it was told to stop its jobs.
+	fin, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalStatusGrace, cancel) })()
 	if err := a.publishStatus(fin, job, end); err != nil {
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
@@ -129,10 +132,23 @@ func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects
 	return a.storeWithRetry(ctx, m)
 }
 
-// storeWithRetry publishes m until JetStream acknowledges it.
+// finalStatusGrace is how long an agent that stops its jobs still tries to
+// store the terminal status of a job that had ended.
+const finalStatusGrace = 30 * time.Second
+
+// storeWithRetry publishes m until JetStream acknowledges it. While the
+// connection is down it only waits: a publish then would pile up in the
+// client's reconnect buffer.
 func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
 	backoff := 50 * time.Millisecond
 	for {
+		for !a.conn.IsConnected() {
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
+			}
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := a.js.PublishMsg(pctx, m)
 		cancel()

@@ -20,13 +20,14 @@ func NewLine(stream, text string, partial bool) Line {
 // messages of job's attempt, as run does with a job's output, and returns
 // once every message is stored.
 func PublishLog(ctx context.Context, js jetstream.JetStream, subject, job string, attempt int, in <-chan Line) {
-	pub := &publisher{js: js, retry: func(ctx context.Context, m *nats.Msg) error {
+	room := newBudget(DefaultMaxBuffered)
+	pub := newPublisher(js, room, func() bool { return true }, func(ctx context.Context, m *nats.Msg) error {
 		_, err := js.PublishMsg(ctx, m)
 		return err
-	}}
-	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub}
-	b.run(ctx, in)
-	pub.close(ctx)
+	})
+	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub, room: room}
+	go b.run(in)
+	pub.run(ctx)
 }
 
 // Stream, Text and Partial read a Line.

@@ -118,10 +118,13 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	}
 
 	lines := make(chan line, 1024)
-	pub := &publisher{js: a.js, retry: a.storeWithRetry}
-	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub, limit: a.maxOutput, stats: &a.stats}
+	pub := newPublisher(a.js, a.room, a.conn.IsConnected, a.storeWithRetry)
+	published := make(chan struct{})
+	go func() { pub.run(ctx); close(published) }()
+	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt,
+		pub: pub, room: a.room, limit: a.maxOutput, stats: &a.stats}
 	batched := make(chan struct{})
-	go func() { b.run(ctx, lines); close(batched) }()
+	go func() { b.run(lines); close(batched) }()
 	var readers sync.WaitGroup
 	for _, r := range []struct {
 		f    *os.File
@@ -149,7 +152,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	errR.Close()
 	close(lines)
 	<-batched
-	pub.close(ctx)
+	<-published
 
 	p.mu.Lock()
 	reason := p.reason
