@@ -58,7 +58,7 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		end.Error = fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(job.QueueTimeout))
 	case attempt > job.MaxAttempts:
 		end.State = subjects.StateFailed
-		end.Error = fmt.Sprintf("gave up: the agents running it were lost %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)
+		end.Error = fmt.Sprintf("gave up after %d attempts (max_attempts is %d): each time its agent was lost, or handed it back unfinished", attempt-1, job.MaxAttempts)
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
