@@ -1,11 +1,14 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/coordinator"
@@ -59,4 +62,40 @@ func TestNakCountsAsAnAttempt(t *testing.T) {
 		t.Error("the job ran past its max_attempts")
 	}
 	testenv.Eventually(t, "the job to be acked", func() bool { return !s.queued(t, r.ID) })
+}
+
+// TestAttemptStartedElsewhereIsNotRunTwice: a server that restarts before
+// it saved a delivery delivers the job again with the same delivery count,
+// so as the same attempt, while the first run goes on. Here the first run
+// is a client with an agent's creds that stored the attempt's running
+// status; the agent must leave the attempt to it rather than run it too,
+// and once that run is silent past the ack wait, run the next attempt.
+func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
+	t.Parallel()
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	s := newSite(t, limits)
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo "$OUTPOST_ATTEMPT" >> runs`)})
+
+	other := s.env.Dial(s.agentCreds)
+	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
+	m := nats.NewMsg(subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus))
+	m.Data = ev
+	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(r.ID, 1, string(subjects.StateRunning)))
+	if _, err := other.JS.PublishMsg(testenv.Context(t), m); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateRunning)
+
+	mark := s.env.Logs.Len()
+	s.startAgent(t)
+	s.env.Logs.Wait(t, mark, "the agent to leave attempt 1 to the other run", func(e testenv.Entry) bool {
+		return e.Msg == "attempt already started by another run; leaving the job to it" && e.Attrs["attempt"] == "1"
+	})
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	runs, err := os.ReadFile(filepath.Join(dir, "runs"))
+	if err != nil || string(runs) != "2\n" || rec.Attempt != 2 {
+		t.Errorf("the job ran as attempts %q (%v); record at attempt %d; want it run once, as attempt 2", runs, err, rec.Attempt)
+	}
 }

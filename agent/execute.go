@@ -62,8 +62,19 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
-		if err := a.publishStatus(ctx, job, running); err != nil {
+		taken, err := a.publishStatus(ctx, job, running)
+		if err != nil {
 			log.Warn("could not report running; the job goes back to the queue", "err", err)
+			return
+		}
+		if taken {
+			// Another run stored this attempt's running status first: the
+			// server lost the request's delivery count (it restarted before
+			// saving it) and delivered it again as the same attempt. That
+			// run acks the job; if it is gone, the ack wait hands the job on
+			// as the next attempt. Two runs of one attempt would mix their
+			// lines and statuses.
+			log.Warn("attempt already started by another run; leaving the job to it")
 			return
 		}
 		log.Info("job started", "command", job.Command)
@@ -84,7 +95,7 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	fin, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalStatusGrace, cancel) })()
-	if err := a.publishStatus(fin, job, end); err != nil {
+	if _, err := a.publishStatus(fin, job, end); err != nil {
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
@@ -119,51 +130,61 @@ func decodeJob(m jetstream.Msg) (subjects.Job, error) {
 }
 
 // publishStatus stores a status event, retrying through reconnects until
-// the server acknowledges it or ctx ends. Its message ID makes retries safe.
-func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects.StatusEvent) error {
+// the server acknowledges it or ctx ends. Its message ID makes retries
+// safe, and tells when another run stored the same event first.
+func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects.StatusEvent) (taken bool, err error) {
 	b, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return false, err
 	}
 	m := nats.NewMsg(subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindStatus))
 	m.Data = b
 	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(job.ID, ev.Attempt, string(ev.State)))
 	m.Header.Set(subjects.HeaderAttempt, strconv.Itoa(ev.Attempt))
-	return a.storeWithRetry(ctx, m)
+	return a.store(ctx, m)
 }
 
 // finalStatusGrace is how long an agent that stops its jobs still tries to
 // store the terminal status of a job that had ended.
 const finalStatusGrace = 30 * time.Second
 
-// storeWithRetry publishes m until JetStream acknowledges it. While the
-// connection is down it only waits: a publish then would pile up in the
-// client's reconnect buffer.
+// storeWithRetry publishes m until JetStream acknowledges it.
 func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
+	_, err := a.store(ctx, m)
+	return err
+}
+
+// store publishes m until JetStream acknowledges it, and reports whether
+// the first try found m stored already (its Nats-Msg-Id seen in the
+// de-duplication window): published by someone else, since a later try
+// may find our own earlier one whose ack was lost. While the connection is
+// down it only waits: a publish then would pile up in the client's
+// reconnect buffer.
+func (a *Agent) store(ctx context.Context, m *nats.Msg) (dup bool, err error) {
 	backoff := 50 * time.Millisecond
-	for {
+	for first := true; ; first = false {
 		for !a.conn.IsConnected() {
 			select {
 			case <-time.After(50 * time.Millisecond):
 			case <-ctx.Done():
-				return fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
+				return false, fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
 			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := a.js.PublishMsg(pctx, m)
+		ack, err := a.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
-			return nil
+			return first && ack.Duplicate, nil
 		}
 		if d := a.conn.Denied(); d != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, d)
+			return false, fmt.Errorf("publish %s: %w", m.Subject, d)
 		}
 		a.stats.retries.Add(1)
 		a.log.Warn("publish failed; retrying", "subject", m.Subject, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
+			return false, fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}

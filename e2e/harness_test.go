@@ -345,6 +345,12 @@ func (c *coord) start(t testing.TB) {
 	}
 	c.admin.server = c.url
 	// The banner comes before the API subscribes: wait until it answers.
+	c.waitAPI(t)
+}
+
+// waitAPI waits until the coordinator's API answers.
+func (c *coord) waitAPI(t testing.TB) {
+	t.Helper()
 	testenv.EventuallyWithin(t, startTimeout, "the coordinator's API to answer", func() bool {
 		if c.proc.exited() {
 			t.Fatalf("coordinator exited at start:\n%s", tail(c.proc.stderr.String(), 40))
