@@ -84,6 +84,7 @@ type Agent struct {
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
+	held    map[string]int // jobs from delivery until acked or left; heartbeats list them
 	stopped map[string]time.Time // stop requests for jobs not (yet) running here
 }
 
@@ -134,7 +135,7 @@ func New(cfg Config) (*Agent, error) {
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, stopped: map[string]time.Time{},
+		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]time.Time{},
 	}, nil
 }
 
@@ -375,7 +376,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		a.mu.Lock()
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
 			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load()}
-		for id := range a.running {
+		// Every job in hand, from delivery until its terminal status is
+		// stored: the coordinator requeues a running job its agent does
+		// not list.
+		for id := range a.held {
 			hb.Running = append(hb.Running, id)
 		}
 		a.mu.Unlock()
@@ -389,6 +393,20 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-t.C:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// hold marks a job as in hand until the returned func is called.
+func (a *Agent) hold(id string) func() {
+	a.mu.Lock()
+	a.held[id]++
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.held[id]--; a.held[id] <= 0 {
+			delete(a.held, id)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/agent"
 	"github.com/outpost-run/outpost/coordinator"
 	"github.com/outpost-run/outpost/internal/testenv"
 	"github.com/outpost-run/outpost/subjects"
@@ -97,5 +99,67 @@ func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 	runs, err := os.ReadFile(filepath.Join(dir, "runs"))
 	if err != nil || string(runs) != "2\n" || rec.Attempt != 2 {
 		t.Errorf("the job ran as attempts %q (%v); record at attempt %d; want it run once, as attempt 2", runs, err, rec.Attempt)
+	}
+}
+
+// TestLostJobRequeued: a server that restarts after a crash may forget
+// that a job was delivered, and never deliver it again, while the job's
+// agent is gone. Here a client with an agent's creds holds the job's
+// request (it keeps it with InProgress, so the consumer never hands it on)
+// after reporting it running, and beats without it, as a restarted agent
+// does. The coordinator takes the job for lost and requeues it, and a real
+// agent runs it as attempt 2.
+func TestLostJobRequeued(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	env.StartCoordinatorWith(coordinator.Config{LostCheck: 50 * time.Millisecond})
+	s := &site{env: env, agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"), alice: env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))}
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
+
+	lost := env.Dial(s.agentCreds)
+	cons, err := lost.JS.Consumer(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(testenv.Timeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := <-batch.Messages()
+	if m == nil {
+		t.Fatalf("no job fetched: %v", batch.Error())
+	}
+	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
+	if _, err := lost.JS.Publish(testenv.Context(t), subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus), ev); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateRunning)
+	beat, _ := json.Marshal(subjects.HeartbeatMsg{Agent: "agent-a", Tags: []string{"a"}, Slots: 1, At: time.Now().UTC()})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = m.InProgress()
+			_ = lost.Publish(subjects.HeartbeatSubject("a", "agent-a"), beat)
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	mark := env.Logs.Len()
+	env.StartAgent(env.Creds(accounts.RoleAgent, "agent-b", "a"), agent.Config{})
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	if rec.Attempt != 2 || rec.Agent != "agent-b" {
+		t.Errorf("the lost job ended at attempt %d on %q, want attempt 2 on agent-b", rec.Attempt, rec.Agent)
+	}
+	if _, ok := env.Logs.Find(mark, func(e testenv.Entry) bool {
+		return e.Msg == "job requeued" && e.Attrs["reason"] == "its agent agent-a no longer runs it"
+	}); !ok {
+		t.Error("the coordinator did not say why it requeued the job")
 	}
 }

@@ -32,6 +32,7 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	// The coordinator republishes a job as a later attempt when it knows its
 	// agent is gone; redeliveries of one request count on from there.
 	attempt := job.Attempt + int(meta.NumDelivered) - 1
+	defer a.hold(job.ID)()
 	log := a.log.With("job", job.ID, "attempt", attempt)
 
 	keep, cancelKeep := context.WithCancel(ctx)
