@@ -80,6 +80,7 @@ type Agent struct {
 	drainTimeout time.Duration
 	maxOutput    int64
 	room         *budget // unsent output of all jobs
+	watch        *watchdog
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -154,6 +155,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.kill = killJobs
 	a.mu.Unlock()
+	if w, err := startWatchdog(); err != nil {
+		a.log.Warn("no watchdog: what a job leaves running may outlive this agent if it dies", "err", err)
+	} else {
+		a.watch = w
+		defer w.stop()
+	}
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {

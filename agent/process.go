@@ -95,6 +95,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		return startFailure(job.Command[0], err)
 	}
 	p := &process{cmd: cmd, done: make(chan struct{})}
+	a.watch.add(cmd.Process.Pid)
 	a.mu.Lock()
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before
@@ -138,6 +139,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	close(p.done)
 	// Whatever the job left behind in its group dies with it.
 	signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+	a.watch.remove(cmd.Process.Pid)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
