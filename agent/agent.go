@@ -85,7 +85,7 @@ type Agent struct {
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
-	held    map[string]int // jobs from delivery until acked or left; heartbeats list them
+	held    map[string]int       // jobs from delivery until acked or left; heartbeats list them
 	stopped map[string]time.Time // stop requests for jobs not (yet) running here
 }
 

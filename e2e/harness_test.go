@@ -450,7 +450,13 @@ func issueCreds(t testing.TB, data string, reqs ...accounts.Request) {
 // Someone may take it before it is used; callers that bind it retry.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortOn(t, "127.0.0.1")
+}
+
+// freePortOn is freePort on another address of this machine.
+func freePortOn(t testing.TB, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -62,9 +63,15 @@ func startStockServer(t *testing.T, data string, initArgs ...string) string {
 
 func newStockServer(t testing.TB, data string, initArgs ...string) *stockServer {
 	t.Helper()
+	return newStockServerOn(t, data, "127.0.0.1", initArgs...)
+}
+
+// newStockServerOn is newStockServer listening on another address of
+// this machine.
+func newStockServerOn(t testing.TB, data, host string, initArgs ...string) *stockServer {
+	t.Helper()
 	for range 3 {
-		port := freePort(t)
-		listen := "127.0.0.1:" + strconv.Itoa(port)
+		listen := net.JoinHostPort(host, strconv.Itoa(freePortOn(t, host)))
 		r := runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), append([]string{"init", "--data", data, "--listen", listen}, initArgs...)...)
 		if r.code != 0 || !strings.Contains(r.stdout, "nats-server -c "+filepath.Join(data, "nats-server.conf")) {
 			t.Fatalf("coordinator init:\n%s", r)
