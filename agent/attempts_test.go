@@ -112,7 +112,9 @@ func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 func TestLostJobRequeued(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	env.StartCoordinatorWith(coordinator.Config{LostCheck: 50 * time.Millisecond})
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	env.StartCoordinatorWith(coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
 	s := &site{env: env, agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"), alice: env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))}
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
 

@@ -18,8 +18,10 @@ const lostBeats = 3
 // older than the truth, in which a delivered job is no longer pending and
 // so is never delivered again. The agents' heartbeats say which jobs each
 // holds, so a job is lost when
-//   - its agent beats, lostBeats times in a row, without it (the agent
-//     restarted, or never got the job back), or
+//   - its agent beats without it, lostBeats times in a row and for longer
+//     than 1.5 times the ack wait (the agent restarted, and the consumer,
+//     whose redelivery comes first and keeps the job's place in the
+//     queue, has not handed the job on), or
 //   - its agent has been silent for twice the ack wait, and the consumer
 //     has not handed the job on either.
 //
@@ -31,7 +33,9 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 	defer t.Stop()
 	start := time.Now()
 	silentFor := 2*c.limits.AckWait + onlineFor
+	missFor := c.limits.AckWait * 3 / 2
 	missing := map[string]int{}       // job -> beats in a row without it
+	since := map[string]time.Time{}   // job -> when the first of them came
 	counted := map[string]time.Time{} // job -> the last beat counted
 	for {
 		select {
@@ -54,7 +58,10 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 				delete(missing, rec.ID)
 			case known && seen.After(counted[rec.ID]):
 				counted[rec.ID] = seen
-				if missing[rec.ID]++; missing[rec.ID] >= lostBeats {
+				if missing[rec.ID]++; missing[rec.ID] == 1 {
+					since[rec.ID] = seen
+				}
+				if missing[rec.ID] >= lostBeats && seen.Sub(since[rec.ID]) > missFor {
 					reason = "its agent " + rec.Agent + " no longer runs it"
 				}
 			}
@@ -72,9 +79,10 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 				c.log.Warn("could not requeue a lost job", "job", rec.ID, "err", err)
 			}
 		}
-		for id := range missing {
+		for id := range counted {
 			if !running[id] {
 				delete(missing, id)
+				delete(since, id)
 				delete(counted, id)
 			}
 		}
