@@ -165,3 +165,36 @@ func TestLostJobRequeued(t *testing.T) {
 		t.Error("the coordinator did not say why it requeued the job")
 	}
 }
+
+// TestLostRequestRequeued: a server that restarts after a crash may come
+// back counting a job's request as delivered when no agent got it. Here
+// the request is taken off the queue by hand; the job's record says
+// queued, but the tag's consumer has nothing to deliver. The coordinator
+// requeues the job, and an agent runs it.
+func TestLostRequestRequeued(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	env.StartCoordinatorWith(coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
+	s := &site{env: env, agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"), alice: env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))}
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
+	st, err := env.CoordConn.JS.Stream(testenv.Context(t), subjects.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(testenv.Context(t), jetstream.WithPurgeSubject(subjects.JobSubject("a", r.ID))); err != nil {
+		t.Fatal(err)
+	}
+	mark := env.Logs.Len()
+	s.startAgent(t)
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	if rec.Attempt != 2 {
+		t.Errorf("the job ran as attempt %d, want 2", rec.Attempt)
+	}
+	if _, ok := env.Logs.Find(mark, func(e testenv.Entry) bool {
+		return e.Msg == "job requeued" && e.Attrs["reason"] == "its request was lost from the queue"
+	}); !ok {
+		t.Error("the coordinator did not say why it requeued the job")
+	}
+}
