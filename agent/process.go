@@ -86,16 +86,24 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		return failed(-1, "pipe: %v", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	open, err := a.watch.gate(cmd)
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return failed(-1, "pipe: %v", err)
+	}
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
+	open(err == nil)
 	if err != nil {
 		outR.Close()
 		errR.Close()
 		return startFailure(job.Command[0], err)
 	}
 	p := &process{cmd: cmd, done: make(chan struct{})}
-	a.watch.add(cmd.Process.Pid)
 	a.mu.Lock()
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before

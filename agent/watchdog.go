@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -21,6 +22,10 @@ while read -r op g; do
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
 `
+
+// gateScript holds a job, started as its arguments, until a line comes on
+// fd 3, and gives up if none ever comes (its agent died).
+const gateScript = `read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
 
 // watchdog is a small shell process beside the agent that kills the jobs'
 // process groups if the agent dies. The parent-death signal reaches only
@@ -47,6 +52,33 @@ func startWatchdog() (*watchdog, error) {
 	return &watchdog{cmd: cmd, in: in}, nil
 }
 
+// gate makes cmd, once started, wait until open(true), which tells the
+// watchdog about its process group first: a child that the job started
+// before that would outlive an agent dying at that moment. open is to be
+// called once Start has returned; open(false), or the agent's death,
+// makes the gate exit 125 without running the command.
+func (w *watchdog) gate(cmd *exec.Cmd) (open func(run bool), err error) {
+	if w == nil || cmd.Err != nil || !program(cmd.Path) {
+		// Start fails by itself, or the shell would run what exec refuses.
+		return func(bool) {}, nil
+	}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r) // fd 3
+	cmd.Args = append([]string{"sh", "-c", gateScript, "outpost-job", cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = w.cmd.Path
+	return func(run bool) {
+		_ = r.Close()
+		if run && cmd.Process != nil {
+			w.add(cmd.Process.Pid)
+			_, _ = wr.Write([]byte("\n"))
+		}
+		_ = wr.Close()
+	}, nil
+}
+
 // add and remove tell the watchdog about a job's process group; the
 // group's leader pid names it.
 func (w *watchdog) add(pgid int)    { w.send("+", pgid) }
@@ -71,4 +103,21 @@ func (w *watchdog) stop() {
 	_ = w.in.Close()
 	w.mu.Unlock()
 	_ = w.cmd.Wait()
+}
+
+// program reports whether path is an executable file that exec runs as
+// it is: a binary, or a script naming its interpreter.
+func program(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return false
+	}
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	return n >= 2 && string(head[:2]) == "#!" || n == 4 && string(head) == "\x7fELF"
 }
