@@ -100,10 +100,33 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	if err := m.DoubleAck(fin); err != nil {
-		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
+	if err := a.ack(fin, m, ackWait); err != nil {
+		log.Warn("ack failed; the job may be redelivered, and is then stopped at once", "err", err)
 	}
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// ack acks a job whose terminal status is stored, confirmed by the server,
+// retrying through a reconnect for up to the ack wait: an ack lost with
+// the connection would have the finished job delivered again.
+func (a *Agent) ack(ctx context.Context, m jetstream.Msg, ackWait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, ackWait)
+	defer cancel()
+	for {
+		for !a.conn.IsConnected() && ctx.Err() == nil {
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		err := m.DoubleAck(actx)
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		a.stats.retries.Add(1)
+	}
 }
 
 func decodeJob(m jetstream.Msg) (subjects.Job, error) {

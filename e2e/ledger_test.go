@@ -46,21 +46,6 @@ func (a *attemptLog) ordered() (lines []string, gaps int) {
 	return lines, gaps
 }
 
-// finalAttempt is the attempt of the job's terminal status, and the number
-// of terminal statuses stored for the job's attempts (an honest run stores
-// one; a stale attempt may add one that the record fences off).
-func (j *jobEvents) terminal() (last statusEvent, n int) {
-	for _, s := range j.statuses {
-		if terminal(s.State) {
-			n++
-			if s.Attempt >= last.Attempt {
-				last = s
-			}
-		}
-	}
-	return last, n
-}
-
 // readLedger reads the whole events stream with the coordinator's creds,
 // which may read everything, as of the moment it starts.
 func readLedger(t testing.TB, url, creds string) ledger {
@@ -146,40 +131,66 @@ func (l ledger) add(m jetstream.Msg) error {
 	return nil
 }
 
-// checkJob checks one job against what it printed: one terminal state,
-// and in its final attempt exactly the lines want, once each, in order;
-// earlier attempts (cut short by a lost agent) hold no duplicate and no
-// line out of order. It returns the problems found.
-func (l ledger) checkJob(id string, want []string) (problems []string, lines, dups int) {
+// jobCheck is what checkJob found in one job's stored events.
+type jobCheck struct {
+	problems []string
+	lines    int // lines of the final attempt
+	dups     int // lines stored twice, in any attempt
+	// late counts attempts after the final one: a finished job's request
+	// delivered again (its ack lost) is stopped as soon as it reports
+	// running, and its stopped status is fenced off from the record.
+	late int
+}
+
+// checkJob checks one job against what it printed, given the attempt its
+// record ended with: that attempt ended once and stored exactly the lines
+// want, once each, in order; earlier attempts (cut short by a lost agent)
+// hold no duplicate and no line out of order; later ones were stopped.
+func (l ledger) checkJob(id string, want []string, final int) (c jobCheck) {
 	j := l[id]
 	if j == nil {
-		return []string{"no events stored"}, 0, 0
+		c.problems = append(c.problems, "no events stored")
+		return c
 	}
-	last, _ := j.terminal()
-	if last.State == "" {
-		problems = append(problems, "no terminal status stored")
+	ends, late := 0, map[int]string{}
+	for _, s := range j.statuses {
+		switch {
+		case s.Attempt == final && terminal(s.State):
+			ends++
+		case s.Attempt > final:
+			late[s.Attempt] = s.State
+		}
+	}
+	if ends != 1 {
+		c.problems = append(c.problems, fmt.Sprintf("%d terminal statuses for its final attempt %d", ends, final))
+	}
+	for attempt, state := range late {
+		c.late++
+		if state != "stopped" {
+			c.problems = append(c.problems, fmt.Sprintf("attempt %d after the final one is %s, not stopped", attempt, state))
+		}
 	}
 	for attempt, a := range j.attempts {
 		got, gaps := a.ordered()
-		dups += a.dups
+		c.dups += a.dups
 		if a.dups > 0 {
-			problems = append(problems, fmt.Sprintf("attempt %d: %d lines stored twice", attempt, a.dups))
+			c.problems = append(c.problems, fmt.Sprintf("attempt %d: %d lines stored twice", attempt, a.dups))
 		}
-		if attempt != last.Attempt {
+		if attempt != final {
 			if gaps > 0 || !isPrefix(got, want) {
-				problems = append(problems, fmt.Sprintf("attempt %d (cut short): %d lines, %d missing, not a prefix of the job's output", attempt, len(got), gaps))
+				c.problems = append(c.problems, fmt.Sprintf("attempt %d (cut short): %d lines, %d missing, not a prefix of the job's output", attempt, len(got), gaps))
 			}
 			continue
 		}
-		lines += len(got)
+		c.lines = len(got)
 		if gaps > 0 || !slices.Equal(got, want) {
-			problems = append(problems, fmt.Sprintf("final attempt %d: %d lines (%d missing), want %d in order", attempt, len(got), gaps, len(want)))
+			c.problems = append(c.problems, fmt.Sprintf("final attempt %d: %d lines (%d missing), want %d in order", attempt, len(got), gaps, len(want)))
 		}
 	}
-	if _, ok := j.attempts[last.Attempt]; !ok && len(want) > 0 && last.State != "" {
-		problems = append(problems, fmt.Sprintf("final attempt %d stored no line", last.Attempt))
+	if _, ok := j.attempts[final]; !ok && len(want) > 0 {
+		c.problems = append(c.problems, fmt.Sprintf("final attempt %d stored no line", final))
 	}
-	return problems, lines, dups
+	return c
 }
 
 func isPrefix(got, want []string) bool {

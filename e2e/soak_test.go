@@ -308,7 +308,7 @@ func (h *soak) check() {
 	t := h.t
 	ctx := testenv.Context(t)
 	led := readLedger(t, h.srv.url, h.c.creds("coordinator"))
-	var lines, lost, dups, retried, failed, badTerminal int
+	var lines, lost, dups, retried, failed, badJobs, late int
 	var problems []string
 	for i, id := range h.ids {
 		rec, err := h.api.Get(ctx, id)
@@ -322,21 +322,14 @@ func (h *soak) check() {
 		if rec.Attempt > 1 {
 			retried++
 		}
-		p, n, d := led.checkJob(id, h.want[id])
-		lines += n
-		dups += d
-		lost += len(h.want[id]) - n
-		// One terminal state: the record's attempt ended once, and no
-		// later attempt ended at all.
-		ends := 0
-		for _, s := range led[id].statuses {
-			if terminal(s.State) && s.Attempt >= rec.Attempt {
-				ends++
-			}
-		}
-		if ends != 1 {
-			badTerminal++
-			p = append(p, fmt.Sprintf("%d terminal statuses for attempt %d or later", ends, rec.Attempt))
+		jc := led.checkJob(id, h.want[id], rec.Attempt)
+		lines += jc.lines
+		dups += jc.dups
+		lost += len(h.want[id]) - jc.lines
+		late += jc.late
+		p := jc.problems
+		if len(p) > 0 {
+			badJobs++
 		}
 		for _, q := range p {
 			problems = append(problems, fmt.Sprintf("job %d %s: %s", i, id, q))
@@ -353,10 +346,11 @@ func (h *soak) check() {
 	if h.site == nil {
 		cut = "no network cut (" + h.noNAT + ")"
 	}
-	summary := fmt.Sprintf("soak %s: %d jobs on %d agents (%d succeeded, %d ran more than once), %d lines of %d, %d lost, %d duplicated, %d orphan processes, %d jobs without exactly one terminal state\n"+
+	summary := fmt.Sprintf("soak %s: %d jobs on %d agents (%d succeeded, %d ran more than once), %d lines of %d, %d lost, %d duplicated, %d orphan processes, %d jobs with a problem (one terminal state, lines once and in order)\n"+
+		"  %d requests of finished jobs delivered again and stopped at once\n"+
 		"  faults: %d agent SIGKILLs, a coordinator SIGKILL and restart, a server %s and restart, %s\n"+
 		"  redelivery after an agent SIGKILL (ack wait %s): %s",
-		h.cfg.name, len(h.ids), len(h.agent), len(h.ids)-failed, retried, lines, want, lost, dups, orphans, badTerminal,
+		h.cfg.name, len(h.ids), len(h.agent), len(h.ids)-failed, retried, lines, want, lost, dups, orphans, badJobs, late,
 		len(h.kills), map[bool]string{true: "SIGKILL", false: "SIGTERM"}[h.cfg.crash], cut, h.cfg.ackWait, redelivery)
 	t.Log(summary)
 	fmt.Println(summary)
