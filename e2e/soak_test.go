@@ -400,6 +400,7 @@ func (h *soak) orphans() int {
 // agent was running took to start again elsewhere.
 func (h *soak) redeliveries(led ledger) string {
 	var ds []time.Duration
+	requeued := 0
 	for _, k := range h.kills {
 		for _, j := range led {
 			var lost *statusEvent
@@ -415,6 +416,9 @@ func (h *soak) redeliveries(led ledger) string {
 				continue
 			}
 			for _, s := range j.statuses {
+				if s.State == "queued" && s.Attempt > lost.Attempt && s.Error != "" {
+					requeued++ // by the coordinator, not by the consumer's redelivery
+				}
 				if s.State == "running" && s.Attempt > lost.Attempt && s.At.After(k.at) {
 					ds = append(ds, s.At.Sub(k.at))
 					break
@@ -426,5 +430,5 @@ func (h *soak) redeliveries(led ledger) string {
 		return "no job was running on a killed agent"
 	}
 	slices.Sort(ds)
-	return fmt.Sprintf("%d jobs, min %s, median %s, max %s", len(ds), ds[0].Round(100*time.Millisecond), ds[len(ds)/2].Round(100*time.Millisecond), ds[len(ds)-1].Round(100*time.Millisecond))
+	return fmt.Sprintf("%d jobs (%d requeued by the coordinator, the others redelivered by the consumer), min %s, median %s, max %s", len(ds), requeued, ds[0].Round(100*time.Millisecond), ds[len(ds)/2].Round(100*time.Millisecond), ds[len(ds)-1].Round(100*time.Millisecond))
 }
