@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/agent"
 	"github.com/outpost-run/outpost/client"
@@ -113,10 +115,14 @@ func (s *cutSite) runThroughCut(t *testing.T) string {
 
 // storedLines reads a job's log messages as stored, not through a reader
 // that would hide duplicates, and checks that their line numbers run from 1
-// without gap or overlap. It returns the lines in number order.
+// without gap or overlap. It returns the lines in number order. A message
+// republished after the link came back may be stored after later ones;
+// readers put it back by its number.
 func storedLines(t *testing.T, env *testenv.Env, id string) []agent.Line {
 	t.Helper()
 	msgs := stored(t, env, subjects.EventSubject("a", "alice", id, subjects.KindLog))
+	seq := func(m jetstream.Msg) int { n, _ := strconv.Atoi(m.Headers().Get(subjects.HeaderSeq)); return n }
+	slices.SortStableFunc(msgs, func(a, b jetstream.Msg) int { return seq(a) - seq(b) })
 	next := 1
 	var out []agent.Line
 	for i, m := range msgs {
