@@ -29,6 +29,12 @@ type Request struct {
 	Tags []string
 	// Expires is the credential's lifetime; zero means it never expires.
 	Expires time.Duration
+	// Leaf makes an agent credential for a leaf node's link to the hub. A
+	// leaf node applies its link's user permissions the other way round
+	// (what the hub may send it, what it may send the hub), so such a
+	// credential carries none: its account's imports, through which all of
+	// the site's traffic passes, are its bounds.
+	Leaf bool
 }
 
 // Validate checks a request before anything is signed.
@@ -50,6 +56,9 @@ func (r Request) Validate() error {
 	if len(r.Tags) == 0 && (r.Role == RoleAgent || r.Role == RoleObserver || r.Role == RoleUser) {
 		return fmt.Errorf("a %s credential needs at least one tag (--tag)", r.Role)
 	}
+	if r.Leaf && r.Role != RoleAgent {
+		return fmt.Errorf("only an agent credential can serve a leaf node")
+	}
 	if r.Expires < 0 {
 		return fmt.Errorf("expiry %s is negative", r.Expires)
 	}
@@ -58,14 +67,20 @@ func (r Request) Validate() error {
 
 // Credential is an issued credential: its public record, and Creds, the
 // creds file that holds the only copy of its seed. The caller hands Creds
-// over and keeps only the record.
+// over and keeps only the record. AccountJWT is the credential's own
+// account, which the servers must hold before it can connect.
 type Credential struct {
 	subjects.Credential
-	Creds []byte
+	Creds      []byte
+	AccountJWT string
 }
 
-// Issue signs a new credential with a fresh key pair, using the role's
-// scoped signing key: the user JWT carries only its name and tags.
+// Issue signs a new credential with a fresh key pair. Every credential but
+// the coordinator's gets an account of its own, made here and signed by the
+// operator, that imports from OUTPOST only what the role needs; its user
+// JWT is signed by that account's key, which is then thrown away. The
+// account JWT is saved where the embedded server finds it; a caller with a
+// server elsewhere must push Credential.AccountJWT to it.
 func (a *Authority) Issue(req Request) (Credential, error) {
 	if err := req.Validate(); err != nil {
 		return Credential{}, fmt.Errorf("issue credential: %w", err)
@@ -74,23 +89,33 @@ func (a *Authority) Issue(req Request) (Credential, error) {
 	if err != nil {
 		return Credential{}, fmt.Errorf("issue credential: %w", err)
 	}
-	userPub := pub(kp)
-	uc := jwt.NewUserClaims(userPub)
-	uc.Name = req.Name
-	uc.IssuerAccount = pub(a.work)
-	uc.SetScoped(true)
-	uc.Tags.Add(roleTagKey + ":" + string(req.Role))
 	tags := slices.Clone(req.Tags)
 	slices.Sort(tags)
 	tags = slices.Compact(tags)
+	userPub := pub(kp)
+	uc := jwt.NewUserClaims(userPub)
+	uc.Name = req.Name
+	uc.Tags.Add(roleTagKey + ":" + string(req.Role))
 	for _, t := range tags {
 		uc.Tags.Add(TagKey + ":" + t)
 	}
-	now := time.Now()
-	if req.Expires > 0 {
-		uc.Expires = now.Add(req.Expires).Unix()
+	if !req.Leaf {
+		uc.Permissions = Permissions(req.Role, req.Name, tags)
 	}
-	tok, err := uc.Encode(a.roles[req.Role])
+	if req.Expires > 0 {
+		uc.Expires = time.Now().Add(req.Expires).Unix()
+	}
+	signer, account, accountJWT := a.work, pub(a.work), ""
+	if req.Role != RoleCoordinator {
+		if signer, err = nkeys.CreateAccount(); err != nil {
+			return Credential{}, fmt.Errorf("issue credential: %w", err)
+		}
+		account = pub(signer)
+		if accountJWT, err = a.signAccount(a.credentialAccount(account, req.Role, req.Name, tags)); err != nil {
+			return Credential{}, fmt.Errorf("issue credential %s: %w", req.Name, err)
+		}
+	}
+	tok, err := uc.Encode(signer)
 	if err != nil {
 		return Credential{}, fmt.Errorf("sign credential %s: %w", req.Name, err)
 	}
@@ -103,12 +128,62 @@ func (a *Authority) Issue(req Request) (Credential, error) {
 		return Credential{}, fmt.Errorf("format creds: %w", err)
 	}
 	c := Credential{Credential: subjects.Credential{Name: req.Name, Role: string(req.Role), Tags: tags,
-		PublicKey: userPub, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()}, Creds: creds}
+		PublicKey: userPub, Account: account, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()},
+		Creds: creds, AccountJWT: accountJWT}
 	if uc.Expires > 0 {
 		e := time.Unix(uc.Expires, 0).UTC()
 		c.ExpiresAt = &e
 	}
 	return c, nil
+}
+
+// credentialAccount is the account of one credential: no JetStream of its
+// own, and imports of exactly the role's reach. A reply subject that a
+// request aims anywhere is read in this account, where nothing but those
+// imports exists.
+func (a *Authority) credentialAccount(account string, role Role, name string, tags []string) *jwt.AccountClaims {
+	ac := jwt.NewAccountClaims(account)
+	ac.Name = string(role) + ":" + name
+	ac.Imports = reachOf(role, name, tags).imports(pub(a.work))
+	return ac
+}
+
+// CredentialAccounts returns the JWT of every credential account signed
+// here, keyed by public key: the latest of each, revocations included.
+func (a *Authority) CredentialAccounts() (map[string]string, error) {
+	paths, err := filepath.Glob(filepath.Join(a.ResolverDir(), "A*.jwt"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read account: %w", err)
+		}
+		ac, err := jwt.DecodeAccountClaims(string(b))
+		if err != nil || ac.Issuer != pub(a.operator) || ac.Subject == pub(a.work) || ac.Subject == pub(a.sys) {
+			continue // not one of ours, or preloaded anyway
+		}
+		out[ac.Subject] = string(b)
+	}
+	return out, nil
+}
+
+// signAccount signs account claims with the operator and saves them in the
+// resolver directory, where the embedded server looks accounts up.
+func (a *Authority) signAccount(ac *jwt.AccountClaims) (string, error) {
+	tok, err := ac.Encode(a.operator)
+	if err != nil {
+		return "", fmt.Errorf("sign account: %w", err)
+	}
+	if err := os.MkdirAll(a.ResolverDir(), 0o700); err != nil {
+		return "", fmt.Errorf("save account: %w", err)
+	}
+	if err := writePrivate(filepath.Join(a.ResolverDir(), ac.Subject+".jwt"), []byte(tok)); err != nil {
+		return "", fmt.Errorf("save account: %w", err)
+	}
+	return tok, nil
 }
 
 // SysUser returns a fresh user JWT and seed of the system account, with
@@ -130,16 +205,27 @@ func (a *Authority) SysUser() (jwtToken, seed string, err error) {
 	return tok, string(s), err
 }
 
-// Revoke adds the public keys to the OUTPOST account's revocations and
-// returns the new account JWT for the caller to push to the servers. The
-// revocation covers every JWT of those keys issued up to now, which is why
-// a revoked key is never issued again.
-func (a *Authority) Revoke(keys ...string) (string, error) {
-	return a.UpdateWorkAccount(func(ac *jwt.AccountClaims) {
-		for _, k := range keys {
-			ac.Revoke(k)
-		}
-	})
+// Revoke shuts a credential out: its account is signed again with the
+// user's key revoked, and the new account JWT is
+// returned for the caller to push to the servers (it is also saved for the
+// embedded server). A revocation covers every JWT of that key issued up to
+// now, which is why a revoked key is never issued again.
+func (a *Authority) Revoke(c subjects.Credential) (string, error) {
+	if c.Account == "" || c.Account == pub(a.work) {
+		return "", fmt.Errorf("credential %s has no account of its own to revoke it in", c.Name)
+	}
+	ac := a.credentialAccount(c.Account, Role(c.Role), c.Name, c.Tags)
+	// Revocation only: a connection limit of 0 would close the connection
+	// too, but as "maximum connections exceeded", and its holder would not
+	// learn that it was revoked, and keep retrying.
+	ac.Revoke(c.PublicKey)
+	// The server ignores an account JWT no newer, to the second, than the
+	// one it holds (NATS-NOTES point 3), and that one was made with the
+	// credential.
+	for time.Now().Unix() <= c.IssuedAt.Unix() {
+		time.Sleep(time.Until(c.IssuedAt.Truncate(time.Second).Add(time.Second)))
+	}
+	return a.signAccount(ac)
 }
 
 // SaveCreds writes a creds file into the data directory with mode 0600,
@@ -158,6 +244,7 @@ type Identity struct {
 	Role      Role
 	Tags      []string
 	PublicKey string
+	Account   string
 	ExpiresAt time.Time // zero when it never expires
 	IssuedAt  time.Time
 	JWT       string
@@ -165,7 +252,7 @@ type Identity struct {
 
 // Record is the public record of the credential, as the registry keeps it.
 func (id Identity) Record() subjects.Credential {
-	c := subjects.Credential{Name: id.Name, Role: string(id.Role), Tags: id.Tags, PublicKey: id.PublicKey, JWT: id.JWT, IssuedAt: id.IssuedAt}
+	c := subjects.Credential{Name: id.Name, Role: string(id.Role), Tags: id.Tags, PublicKey: id.PublicKey, Account: id.Account, JWT: id.JWT, IssuedAt: id.IssuedAt}
 	if !id.ExpiresAt.IsZero() {
 		e := id.ExpiresAt
 		c.ExpiresAt = &e
@@ -208,7 +295,7 @@ func ParseCreds(data []byte) (Identity, error) {
 	if p, _ := kp.PublicKey(); p != uc.Subject {
 		return Identity{}, errors.New("the seed does not belong to the JWT in this creds file")
 	}
-	id := Identity{Name: uc.Name, PublicKey: uc.Subject, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()}
+	id := Identity{Name: uc.Name, PublicKey: uc.Subject, Account: uc.Issuer, JWT: tok, IssuedAt: time.Unix(uc.IssuedAt, 0).UTC()}
 	if uc.Expires > 0 {
 		id.ExpiresAt = time.Unix(uc.Expires, 0)
 	}

@@ -1,11 +1,12 @@
-// Package accounts holds Outpost's identity: the operator, the SYS and
-// OUTPOST accounts, one scoped signing key per role whose permission
-// templates the NATS server enforces, and the user credentials signed with
-// them.
+// Package accounts holds Outpost's identity: the operator, the SYS
+// account, the OUTPOST account (JetStream and the coordinator), and one
+// account per credential that imports from OUTPOST only what the
+// credential's role may reach.
 //
 // Everything is kept in one directory with owner-only permissions. A
-// credential carries only its name and tags; what it may do lives on its
-// role's signing key (see Permissions), so the server, not Outpost, is the
-// gate. Names and tags are validated before anything is signed, because the
-// server pastes them into permission subjects unchecked.
+// credential's reach lives in its own account's imports and in its user
+// JWT's permissions, so the server, not Outpost, is the gate; and because a
+// credential's account holds nothing else, a reply subject it aims anywhere
+// cannot reach JetStream. Names and tags are validated before anything is
+// signed, because they become subjects.
 package accounts

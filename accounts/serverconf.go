@@ -31,6 +31,29 @@ func (a *Authority) JetStreamDir() string { return filepath.Join(a.dir, "jetstre
 // ResolverDir is where the server keeps account JWTs.
 func (a *Authority) ResolverDir() string { return filepath.Join(a.dir, "resolver") }
 
+// AuthConfigPath is where WriteServerConfig puts the part of the server
+// configuration every server of a deployment shares: the operator, the
+// system account and the preloaded accounts. deploy/nats's configurations
+// include it.
+func (a *Authority) AuthConfigPath() string { return filepath.Join(a.dir, "auth.conf") }
+
+var authTmpl = template.Must(template.New("auth").Parse(`# Outpost's identity for nats-server, written by 'coordinator init'.
+# Every server of a deployment includes it (see deploy/nats).
+
+# Decentralised JWT auth: the operator signs the accounts, one per
+# credential besides SYS and OUTPOST. No anonymous access.
+operator: {{printf "%q" .OperatorJWT}}
+system_account: {{.Sys}}
+
+# Newer JWTs, pushed on $SYS.REQ.CLAIMS.UPDATE to a full resolver (new
+# credentials' accounts, revocations), win over these.
+resolver_preload: {
+{{- range .Accounts}}
+  {{.Key}}: "{{.JWT}}"
+{{- end}}
+}
+`))
+
 var confTmpl = template.Must(template.New("conf").Parse(`# nats-server configuration for Outpost, written by 'coordinator init'.
 # Start a stock server with:  nats-server -c {{.Path}}
 # The embedded server of 'coordinator run' reads this same file.
@@ -38,25 +61,17 @@ server_name: {{.ServerName}}
 host: {{printf "%q" .Host}}
 port: {{.Port}}
 
-# Decentralised JWT auth: the operator signs the accounts, whose role
-# signing keys sign every user. No anonymous access.
-operator: {{printf "%q" .OperatorJWT}}
-system_account: {{.Sys}}
+include auth.conf
 
-# A full resolver keeps account JWTs on disk and takes updates (such as
-# revocations) pushed on $SYS.REQ.CLAIMS.UPDATE; newer JWTs win over these
-# preloads.
+# A full resolver keeps account JWTs on disk (the coordinator writes each
+# credential's account there too) and takes updates (new accounts,
+# revocations) pushed on $SYS.REQ.CLAIMS.UPDATE.
 resolver: {
   type: full
   dir: {{printf "%q" .ResolverDir}}
   allow_delete: false
   interval: "2m"
   timeout: "5s"
-}
-resolver_preload: {
-{{- range .Accounts}}
-  {{.Key}}: "{{.JWT}}"
-{{- end}}
 }
 
 jetstream: {
@@ -89,11 +104,17 @@ func (a *Authority) WriteServerConfig(c ServerConfig) (string, error) {
 	if c.ServerName == "" {
 		c.ServerName = "outpost"
 	}
+	var auth bytes.Buffer
+	if err := authTmpl.Execute(&auth, map[string]any{"OperatorJWT": a.OperatorJWTPath(), "Sys": a.SysPublicKey(), "Accounts": accts}); err != nil {
+		return "", fmt.Errorf("server config: %w", err)
+	}
+	if err := writePrivate(a.AuthConfigPath(), auth.Bytes()); err != nil {
+		return "", err
+	}
 	var buf bytes.Buffer
 	err := confTmpl.Execute(&buf, map[string]any{
 		"Path": a.ServerConfigPath(), "ServerName": c.ServerName, "Host": c.Host, "Port": c.Port,
-		"OperatorJWT": a.OperatorJWTPath(), "Sys": a.SysPublicKey(),
-		"ResolverDir": a.ResolverDir(), "JetStreamDir": a.JetStreamDir(), "Accounts": accts,
+		"ResolverDir": a.ResolverDir(), "JetStreamDir": a.JetStreamDir(),
 		"TLS": c.TLS, "Verify": c.Verify,
 	})
 	if err != nil {

@@ -1,12 +1,14 @@
 package accounts
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
+	"sort"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -33,17 +35,15 @@ const (
 	operatorJWT = "operator.jwt"
 )
 
-// Authority holds the operator, the accounts and the role signing keys. It
-// signs credentials and account updates. Its methods are safe for
-// concurrent use.
+// Authority holds the operator and the SYS and OUTPOST accounts. It signs
+// credentials, each in an account of its own, and their revocations. Its
+// methods are safe for concurrent use.
 type Authority struct {
 	dir      string
 	operator nkeys.KeyPair
 	sys      nkeys.KeyPair
 	work     nkeys.KeyPair
-	roles    map[Role]nkeys.KeyPair
 
-	mu          sync.Mutex
 	operatorJWT string
 	sysJWT      string
 	workJWT     string
@@ -66,15 +66,13 @@ func (a *Authority) SysPublicKey() string { return pub(a.sys) }
 // WorkPublicKey is the OUTPOST account's public key.
 func (a *Authority) WorkPublicKey() string { return pub(a.work) }
 
-// AccountJWTs returns the current JWTs of SYS and OUTPOST, keyed by public key.
+// AccountJWTs returns the JWTs of SYS and OUTPOST, keyed by public key.
 func (a *Authority) AccountJWTs() map[string]string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	return map[string]string{pub(a.sys): a.sysJWT, pub(a.work): a.workJWT}
 }
 
-// Init opens the authority in dir, creating the operator, accounts and role
-// keys on first use. It reports whether it created them. A half-made
+// Init opens the authority in dir, creating the operator and accounts on
+// first use. It reports whether it created them. A half-made
 // directory (keys without JWTs) is refused rather than silently replaced.
 func Init(dir string) (a *Authority, created bool, err error) {
 	a, err = Open(dir)
@@ -97,9 +95,14 @@ func Open(dir string) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", dir, err)
 	}
-	a := &Authority{dir: abs, roles: map[Role]nkeys.KeyPair{}}
+	a := &Authority{dir: abs}
 	if _, err := os.Stat(a.OperatorJWTPath()); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w (run 'coordinator init --data %s')", abs, ErrNotInitialised, dir)
+	}
+	if _, err := os.Stat(filepath.Join(abs, keysDir, "role-admin.nk")); err == nil {
+		// Credentials of that layout shared one account and would not
+		// work against this one.
+		return nil, fmt.Errorf("%s was made by an older Outpost (every role in one account): move it aside and run 'coordinator init' again", abs)
 	}
 	load := func(name string) (nkeys.KeyPair, error) {
 		seed, err := os.ReadFile(filepath.Join(abs, keysDir, name+".nk"))
@@ -121,11 +124,6 @@ func Open(dir string) (*Authority, error) {
 	if a.work, err = load(WorkAccount); err != nil {
 		return nil, err
 	}
-	for _, r := range Roles {
-		if a.roles[r], err = load("role-" + string(r)); err != nil {
-			return nil, err
-		}
-	}
 	for path, dst := range map[string]*string{
 		a.OperatorJWTPath():                            &a.operatorJWT,
 		filepath.Join(abs, jwtDir, SysAccount+".jwt"):  &a.sysJWT,
@@ -137,7 +135,41 @@ func Open(dir string) (*Authority, error) {
 		}
 		*dst = string(b)
 	}
+	if err := a.refreshWorkAccount(); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// refreshWorkAccount signs the OUTPOST account again if this Outpost
+// exports something else than the one that made it, so an upgrade takes
+// effect at the next start (the coordinator pushes it to the servers).
+func (a *Authority) refreshWorkAccount() error {
+	ac, err := jwt.DecodeAccountClaims(a.workJWT)
+	if err != nil {
+		return fmt.Errorf("decode OUTPOST account: %w", err)
+	}
+	// Encoding sorts the exports; compare them sorted alike.
+	exports := workExports()
+	sort.Sort(exports)
+	have, _ := json.Marshal(ac.Exports)
+	want, _ := json.Marshal(exports)
+	if bytes.Equal(have, want) {
+		return nil
+	}
+	ac.Exports = workExports()
+	for time.Now().Unix() <= ac.IssuedAt {
+		time.Sleep(time.Until(time.Unix(ac.IssuedAt+1, 0)))
+	}
+	tok, err := ac.Encode(a.operator)
+	if err != nil {
+		return fmt.Errorf("sign OUTPOST account: %w", err)
+	}
+	if err := writePrivate(filepath.Join(a.dir, jwtDir, WorkAccount+".jwt"), []byte(tok)); err != nil {
+		return err
+	}
+	a.workJWT = tok
+	return nil
 }
 
 // create makes every key and JWT in a fresh staging directory and moves it
@@ -167,11 +199,6 @@ func create(dir string) error {
 	sys, _ := nkeys.CreateAccount()
 	work, _ := nkeys.CreateAccount()
 	keys := map[string]nkeys.KeyPair{"operator": op, SysAccount: sys, WorkAccount: work}
-	roles := map[Role]nkeys.KeyPair{}
-	for _, r := range Roles {
-		roles[r], _ = nkeys.CreateAccount()
-		keys["role-"+string(r)] = roles[r]
-	}
 	for name, kp := range keys {
 		if err := save(name, kp); err != nil {
 			return fmt.Errorf("save key %s: %w", name, err)
@@ -191,7 +218,7 @@ func create(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sign SYS account: %w", err)
 	}
-	workJWT, err := workAccountClaims(pub(work), roles).Encode(op)
+	workJWT, err := workAccountClaims(pub(work)).Encode(op)
 	if err != nil {
 		return fmt.Errorf("sign OUTPOST account: %w", err)
 	}
@@ -210,49 +237,15 @@ func create(dir string) error {
 	return nil
 }
 
-func workAccountClaims(pubKey string, roles map[Role]nkeys.KeyPair) *jwt.AccountClaims {
+func workAccountClaims(pubKey string) *jwt.AccountClaims {
 	ac := jwt.NewAccountClaims(pubKey)
 	ac.Name = WorkAccount
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
 		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
 		Streams: jwt.NoLimit, Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
 	}
-	for _, r := range Roles {
-		s := jwt.NewUserScope()
-		s.Key = pub(roles[r])
-		s.Role = string(r)
-		s.Template.Permissions = Permissions(r)
-		s.Description = "Outpost " + string(r) + " role"
-		ac.SigningKeys.AddScopedSigner(s)
-	}
+	ac.Exports = workExports()
 	return ac
-}
-
-// UpdateWorkAccount applies change to the OUTPOST account claims, signs
-// them and saves the result, returning the new JWT for the caller to push to
-// the servers. Updates are serialised and each gets a later issue time than
-// the one before: the server ignores a second update within the same second
-// (NATS-NOTES point 3).
-func (a *Authority) UpdateWorkAccount(change func(*jwt.AccountClaims)) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ac, err := jwt.DecodeAccountClaims(a.workJWT)
-	if err != nil {
-		return "", fmt.Errorf("decode OUTPOST account: %w", err)
-	}
-	change(ac)
-	for time.Now().Unix() <= ac.IssuedAt {
-		time.Sleep(time.Until(time.Unix(ac.IssuedAt+1, 0)))
-	}
-	tok, err := ac.Encode(a.operator)
-	if err != nil {
-		return "", fmt.Errorf("sign OUTPOST account: %w", err)
-	}
-	if err := writePrivate(filepath.Join(a.dir, jwtDir, WorkAccount+".jwt"), []byte(tok)); err != nil {
-		return "", err
-	}
-	a.workJWT = tok
-	return tok, nil
 }
 
 // writePrivate writes data with mode 0600 through a temporary file and a

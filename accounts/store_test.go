@@ -2,6 +2,7 @@ package accounts_test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,12 +57,19 @@ func TestInitIsIdempotent(t *testing.T) {
 	if err != nil || o.WorkPublicKey() != a.WorkPublicKey() {
 		t.Fatalf("Open = %v", err)
 	}
-	// A credential signed before the reload is signed by the same role key
-	// after it.
-	c1, _ := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
-	c2, _ := b.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
-	if issuer(t, c1.JWT) != issuer(t, c2.JWT) {
-		t.Error("the role signing key changed across Init")
+	// Credentials issued before and after the reload live in accounts
+	// signed by the same operator: the one the servers trust.
+	c1, err := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := b.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := operatorKey(t, a)
+	if i1, i2 := accountIssuer(t, c1.AccountJWT), accountIssuer(t, c2.AccountJWT); i1 != op || i2 != op {
+		t.Errorf("accounts signed by %s and %s, not the operator %s", i1, i2, op)
 	}
 	// Nothing of the staging directory is left behind.
 	left, _ := filepath.Glob(filepath.Join(dir, ".init-*"))
@@ -70,13 +78,28 @@ func TestInitIsIdempotent(t *testing.T) {
 	}
 }
 
-func issuer(t *testing.T, tok string) string {
+// operatorKey is the operator's public key, read from the JWT the servers
+// are configured with.
+func operatorKey(t *testing.T, a *accounts.Authority) string {
 	t.Helper()
-	uc, err := jwt.DecodeUserClaims(tok)
+	b, err := os.ReadFile(a.OperatorJWTPath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return uc.Issuer
+	oc, err := jwt.DecodeOperatorClaims(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oc.Subject
+}
+
+func accountIssuer(t *testing.T, tok string) string {
+	t.Helper()
+	ac, err := jwt.DecodeAccountClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ac.Issuer
 }
 
 func TestInitFileModes(t *testing.T) {
@@ -90,7 +113,8 @@ func TestInitFileModes(t *testing.T) {
 		}
 	}
 	seeds, _ := filepath.Glob(filepath.Join(a.Dir(), "keys", "*.nk"))
-	if len(seeds) != 3+len(accounts.Roles) {
+	// The operator, SYS and OUTPOST: credential accounts keep no key.
+	if len(seeds) != 3 {
 		t.Errorf("keys/ holds %d seeds: %v", len(seeds), seeds)
 	}
 	jwts, _ := filepath.Glob(filepath.Join(a.Dir(), "jwt", "*.jwt"))
@@ -105,6 +129,18 @@ func TestInitFileModes(t *testing.T) {
 	}
 	if m := mode(t, p); m != 0o600 {
 		t.Errorf("creds file has mode %o", m)
+	}
+	if m := mode(t, a.ResolverDir()); m != 0o700 {
+		t.Errorf("resolver/ has mode %o", m)
+	}
+	accts, _ := filepath.Glob(filepath.Join(a.ResolverDir(), "*.jwt"))
+	if len(accts) != 1 {
+		t.Errorf("resolver/ holds %v, want the admin's account", accts)
+	}
+	for _, f := range accts {
+		if m := mode(t, f); m != 0o600 {
+			t.Errorf("%s has mode %o", f, m)
+		}
 	}
 	conf, err := a.WriteServerConfig(accounts.ServerConfig{Host: "127.0.0.1", Port: 4222})
 	if err != nil {
@@ -134,7 +170,7 @@ func TestInitRefusesHalfMadeDirectory(t *testing.T) {
 	}
 }
 
-func TestWorkAccountCarriesRoleTemplates(t *testing.T) {
+func TestWorkAccountHoldsJetStreamAndExports(t *testing.T) {
 	a := newAuthority(t)
 	ac, err := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
 	if err != nil {
@@ -143,51 +179,15 @@ func TestWorkAccountCarriesRoleTemplates(t *testing.T) {
 	if ac.Name != accounts.WorkAccount || !ac.Limits.IsJSEnabled() {
 		t.Errorf("account %q, JetStream %v", ac.Name, ac.Limits.IsJSEnabled())
 	}
-	roles := map[string]bool{}
-	for key := range ac.SigningKeys {
-		scope, ok := ac.SigningKeys.GetScope(key)
-		if !ok || scope == nil {
-			t.Errorf("signing key %s is not scoped", key)
-			continue
-		}
-		us := scope.(*jwt.UserScope)
-		roles[us.Role] = true
-		if !reflect.DeepEqual(us.Template.Permissions, accounts.Permissions(accounts.Role(us.Role))) {
-			t.Errorf("role %s: template differs from Permissions", us.Role)
-		}
+	if len(ac.SigningKeys) != 0 || len(ac.Imports) != 0 {
+		t.Errorf("OUTPOST has signing keys %v and imports %v; it should have neither", ac.SigningKeys, ac.Imports)
 	}
-	for _, r := range accounts.Roles {
-		if !roles[string(r)] {
-			t.Errorf("no signing key for role %s", r)
+	// Nothing of the JetStream API but a consumer's pull and ack is offered:
+	// the rest would act on the importer's own account anyway.
+	for _, e := range ac.Exports {
+		if s := string(e.Subject); strings.HasPrefix(s, "$JS.") && s != "$JS.API.CONSUMER.MSG.NEXT.>" && s != "$JS.ACK.>" {
+			t.Errorf("OUTPOST exports %s", s)
 		}
-	}
-}
-
-func TestUpdateWorkAccount(t *testing.T) {
-	t.Parallel()
-	a := newAuthority(t)
-	var iats []int64
-	for i := range 2 {
-		tok, err := a.UpdateWorkAccount(func(ac *jwt.AccountClaims) { ac.Description = "update " + string(rune('0'+i)) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		ac, err := jwt.DecodeAccountClaims(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		iats = append(iats, ac.IssuedAt)
-	}
-	if iats[1] <= iats[0] {
-		t.Errorf("second update issued at %d, not after %d: the server would ignore it", iats[1], iats[0])
-	}
-	b, err := accounts.Open(a.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, _ := jwt.DecodeAccountClaims(b.AccountJWTs()[b.WorkPublicKey()])
-	if ac.Description != "update 1" {
-		t.Errorf("reloaded account says %q", ac.Description)
 	}
 }
 
@@ -203,38 +203,247 @@ func TestIssue(t *testing.T) {
 	if c.ExpiresAt == nil || time.Until(*c.ExpiresAt) <= 0 || time.Until(*c.ExpiresAt) > time.Hour {
 		t.Errorf("expires at %v", c.ExpiresAt)
 	}
+	// The user JWT is signed by the credential's own account, directly: no
+	// signing key stands between them.
 	uc, err := jwt.DecodeUserClaims(c.JWT)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uc.Name != "gpu-box" || uc.Subject != c.PublicKey || uc.IssuerAccount != a.WorkPublicKey() {
-		t.Errorf("claims: name %q subject %q issuer account %q", uc.Name, uc.Subject, uc.IssuerAccount)
+	if uc.Name != "gpu-box" || uc.Subject != c.PublicKey || uc.Issuer != c.Account || uc.IssuerAccount != "" {
+		t.Errorf("claims: name %q subject %q issuer %q issuer account %q (account %s)", uc.Name, uc.Subject, uc.Issuer, uc.IssuerAccount, c.Account)
 	}
-	// The credential carries no permissions of its own: they live on the
-	// role's scoped signing key.
-	if !uc.HasEmptyPermissions() {
-		t.Errorf("the user JWT carries permissions: %+v", uc.Permissions)
+	if c.Account == "" || c.Account == a.WorkPublicKey() || c.Account == a.SysPublicKey() {
+		t.Errorf("account %q is not one of its own", c.Account)
 	}
-	ac, _ := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
-	scope, ok := ac.SigningKeys.GetScope(uc.Issuer)
-	if !ok || scope == nil || scope.(*jwt.UserScope).Role != string(accounts.RoleAgent) {
-		t.Errorf("signed by %s, not the agent role key", uc.Issuer)
+	// That account is signed by the operator, holds no JetStream, exports
+	// nothing, and imports exactly the role's reach from OUTPOST.
+	ac := credentialAccount(t, a, c)
+	if ac.Name != "agent:gpu-box" {
+		t.Errorf("account named %q", ac.Name)
 	}
+	job := "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_JOBS."
+	wantSend := []string{
+		job + "agents-cpu", "$JS.ACK.OUTPOST_JOBS.agents-cpu.>", "outpost.ev.cpu.*.*.status", "outpost.ev.cpu.*.*.log", "outpost.hb.cpu.gpu-box",
+		job + "agents-gpu", "$JS.ACK.OUTPOST_JOBS.agents-gpu.>", "outpost.ev.gpu.*.*.status", "outpost.ev.gpu.*.*.log", "outpost.hb.gpu.gpu-box",
+	}
+	wantHear := []string{"outpost.ctl.cpu.*", "outpost.ctl.gpu.*"}
+	checkReach(t, a, ac, uc, "gpu-box", wantSend, wantHear)
+
 	id, err := accounts.ParseCreds(c.Creds)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if id.Name != "gpu-box" || id.Role != accounts.RoleAgent || !slices.Equal(id.Tags, c.Tags) ||
-		id.PublicKey != c.PublicKey || id.JWT != c.JWT || id.ExpiresAt.IsZero() {
+		id.PublicKey != c.PublicKey || id.Account != c.Account || id.JWT != c.JWT || id.ExpiresAt.IsZero() {
 		t.Errorf("creds read back as %+v", id)
 	}
-	// Every credential has a key pair of its own.
-	d, _ := a.Issue(accounts.Request{Name: "gpu-box", Role: accounts.RoleAgent, Tags: []string{"gpu"}})
-	if d.PublicKey == c.PublicKey {
-		t.Error("two credentials share a key")
+	// Every credential has a key pair and an account of its own.
+	d, err := a.Issue(accounts.Request{Name: "gpu-box", Role: accounts.RoleAgent, Tags: []string{"gpu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PublicKey == c.PublicKey || d.Account == c.Account {
+		t.Error("two credentials share a key or an account")
 	}
 	if d.ExpiresAt != nil {
 		t.Error("a credential without expiry expires")
+	}
+}
+
+// TestIssueReachOfEachRole spells out, role by role, everything a
+// credential can reach: its account imports exactly this and its user JWT
+// is permitted exactly this, plus its inbox.
+func TestIssueReachOfEachRole(t *testing.T) {
+	a := newAuthority(t)
+	readers := func(name string, streams ...string) []string {
+		var out []string
+		for _, s := range streams {
+			for slot := 1; slot <= subjects.ReaderSlots; slot++ {
+				out = append(out, fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.r_%s_%d", s, name, slot))
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		req        accounts.Request
+		send, hear []string
+	}{
+		{
+			accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a", "b"}},
+			append([]string{"outpost.api.alice.*"}, readers("alice", "OUTPOST_EVENTS")...),
+			[]string{"outpost.live.a.alice.>", "outpost.live.b.alice.>"},
+		},
+		{
+			accounts.Request{Name: "obs", Role: accounts.RoleObserver, Tags: []string{"a"}},
+			append([]string{"outpost.api.obs.*"}, readers("obs", "OUTPOST_EVENTS", "OUTPOST_AUDIT")...),
+			[]string{"outpost.live.a.*.>"},
+		},
+		{
+			accounts.Request{Name: "root", Role: accounts.RoleAdmin},
+			append([]string{"outpost.api.root.*"}, readers("root", "OUTPOST_EVENTS", "OUTPOST_AUDIT")...),
+			[]string{"outpost.live.>"},
+		},
+	} {
+		t.Run(string(tc.req.Role), func(t *testing.T) {
+			c, err := a.Issue(tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			uc, err := jwt.DecodeUserClaims(c.JWT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReach(t, a, credentialAccount(t, a, c), uc, tc.req.Name, tc.send, tc.hear)
+		})
+	}
+
+	// The coordinator alone lives in OUTPOST, signed by its key, and may do
+	// anything there.
+	c, err := a.Issue(accounts.Request{Name: subjects.CoordinatorName, Role: accounts.RoleCoordinator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(c.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Account != a.WorkPublicKey() || uc.Issuer != a.WorkPublicKey() || c.AccountJWT != "" {
+		t.Errorf("coordinator in account %s, issued by %s, with account JWT %q", c.Account, uc.Issuer, c.AccountJWT)
+	}
+	if !slices.Equal(uc.Pub.Allow, jwt.StringList{">"}) || !slices.Equal(uc.Sub.Allow, jwt.StringList{">"}) {
+		t.Errorf("coordinator permissions %+v", uc.Permissions)
+	}
+}
+
+// credentialAccount decodes the account JWT of c, checks that the operator
+// signed it for c's account, that it is the one saved for the embedded
+// server, and that it has nothing but imports.
+func credentialAccount(t *testing.T, a *accounts.Authority, c accounts.Credential) *jwt.AccountClaims {
+	t.Helper()
+	ac, err := jwt.DecodeAccountClaims(c.AccountJWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac.Subject != c.Account || ac.Issuer != operatorKey(t, a) {
+		t.Errorf("account JWT for %s issued by %s; want %s by the operator", ac.Subject, ac.Issuer, c.Account)
+	}
+	if saved, err := os.ReadFile(filepath.Join(a.ResolverDir(), c.Account+".jwt")); err != nil || string(saved) != c.AccountJWT {
+		t.Errorf("the account JWT is not saved for the embedded server: %v", err)
+	}
+	if ac.Limits.IsJSEnabled() || len(ac.Exports) > 0 || len(ac.SigningKeys) > 0 {
+		t.Errorf("account has JetStream %v, exports %v, signing keys %v", ac.Limits.IsJSEnabled(), ac.Exports, ac.SigningKeys)
+	}
+	return ac
+}
+
+// checkReach checks that an account imports from OUTPOST the services
+// send and the streams hear, nothing else, sharing the caller's identity
+// with the API only; and that its user may publish send (and ask for the
+// info of the consumers in it) and subscribe hear and its own inbox, and
+// nothing else.
+func checkReach(t *testing.T, a *accounts.Authority, ac *jwt.AccountClaims, uc *jwt.UserClaims, name string, send, hear []string) {
+	t.Helper()
+	var gotSend, gotHear []string
+	for _, im := range ac.Imports {
+		if im.Account != a.WorkPublicKey() {
+			t.Errorf("import %s from %s, not OUTPOST", im.Subject, im.Account)
+		}
+		if im.LocalSubject != "" || (im.To != "" && im.To != im.Subject) {
+			t.Errorf("import %s is remapped", im.Subject)
+		}
+		if share := strings.HasPrefix(string(im.Subject), "outpost.api."); im.Share != share {
+			t.Errorf("import %s shares the caller's identity: %v", im.Subject, im.Share)
+		}
+		switch im.Type {
+		case jwt.Service:
+			gotSend = append(gotSend, string(im.Subject))
+		case jwt.Stream:
+			gotHear = append(gotHear, string(im.Subject))
+		default:
+			t.Errorf("import %s of type %v", im.Subject, im.Type)
+		}
+	}
+	sameSet(t, "imported services", gotSend, send)
+	sameSet(t, "imported streams", gotHear, hear)
+	// Permitted, not imported: the info of each consumer it pulls, which
+	// tools ask for first; in its own account it gets no answer at once.
+	pubs := slices.Clone(send)
+	for _, s := range send {
+		if c, ok := strings.CutPrefix(s, "$JS.API.CONSUMER.MSG.NEXT."); ok {
+			pubs = append(pubs, "$JS.API.CONSUMER.INFO."+c)
+		}
+	}
+	sameSet(t, "publish permissions", uc.Pub.Allow, pubs)
+	sameSet(t, "subscribe permissions", uc.Sub.Allow, append([]string{subjects.Inbox(name) + ".>"}, hear...))
+	if len(uc.Pub.Deny) > 0 || len(uc.Sub.Deny) > 0 || uc.Resp != nil {
+		t.Errorf("permissions carry more: %+v", uc.Permissions)
+	}
+}
+
+func sameSet(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("%s:\n got %q\nwant %q", what, got, want)
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	a := newAuthority(t)
+	c, err := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := credentialAccount(t, a, c)
+	tok, err := a.Revoke(c.Credential)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := credentialAccount(t, a, accounts.Credential{Credential: c.Credential, AccountJWT: tok})
+	// A server keeps an account JWT that is no newer, to the second, than
+	// the one it holds (NATS-NOTES point 3).
+	if revoked.IssuedAt <= issued.IssuedAt {
+		t.Errorf("the revocation was issued at %d, the account at %d", revoked.IssuedAt, issued.IssuedAt)
+	}
+	uc, err := jwt.DecodeUserClaims(c.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !revoked.IsClaimRevoked(uc) || len(revoked.Revocations) != 1 {
+		t.Errorf("revocations %v do not cover %s", revoked.Revocations, c.PublicKey)
+	}
+	// Only the revocation changes: a connection limit would shut the holder
+	// out as "maximum connections exceeded", and it would keep retrying
+	// instead of learning that it was revoked.
+	if !reflect.DeepEqual(revoked.Imports, issued.Imports) || !reflect.DeepEqual(revoked.Limits, issued.Limits) {
+		t.Errorf("revocation changed imports %v or limits %+v, were %v and %+v", revoked.Imports, revoked.Limits, issued.Imports, issued.Limits)
+	}
+	// A key that never was this credential's is not revoked with it.
+	other, err := a.Issue(accounts.Request{Name: "alice", Role: accounts.RoleUser, Tags: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ou, _ := jwt.DecodeUserClaims(other.JWT); revoked.IsClaimRevoked(ou) {
+		t.Error("a credential issued again under the name is revoked too")
+	}
+
+	// Revocation works on the credential's own account, never on OUTPOST,
+	// which holds the coordinator and every stream.
+	coord, err := a.Issue(accounts.Request{Name: subjects.CoordinatorName, Role: accounts.RoleCoordinator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noAccount := c.Credential
+	noAccount.Account = ""
+	for what, cred := range map[string]subjects.Credential{"no account": noAccount, "the coordinator": coord.Credential} {
+		if tok, err := a.Revoke(cred); err == nil || !strings.Contains(err.Error(), "no account of its own") {
+			t.Errorf("%s: Revoke = %v", what, err)
+		} else if tok != "" {
+			t.Errorf("%s: Revoke signed %q anyway", what, tok)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(a.ResolverDir(), a.WorkPublicKey()+".jwt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("an OUTPOST account JWT was signed: %v", err)
 	}
 }
 
@@ -406,7 +615,16 @@ func TestWriteServerConfigLoads(t *testing.T) {
 	if opts.AccountResolver != nil {
 		opts.AccountResolver.Close()
 	}
-	text, _ := os.ReadFile(p)
+	// The config and what it includes.
+	var text []byte
+	confs, _ := filepath.Glob(filepath.Join(a.Dir(), "*.conf"))
+	for _, f := range confs {
+		b, _ := os.ReadFile(f)
+		text = append(text, b...)
+		if m := mode(t, f); m != 0o600 {
+			t.Errorf("%s has mode %o", f, m)
+		}
+	}
 	for key, tok := range a.AccountJWTs() {
 		if !strings.Contains(string(text), key+`: "`+tok+`"`) {
 			t.Errorf("account %s is not preloaded", key)

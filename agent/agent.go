@@ -85,8 +85,8 @@ type Agent struct {
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
-	held    map[string]int       // jobs from delivery until acked or left; heartbeats list them
-	stopped map[string]time.Time // stop requests for jobs not (yet) running here
+	held    map[string]int         // jobs from delivery until acked or left; heartbeats list them
+	stopped map[string]pendingStop // stop requests for jobs not (yet) running here
 }
 
 // New checks the credential and prepares an agent.
@@ -136,7 +136,7 @@ func New(cfg Config) (*Agent, error) {
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]time.Time{},
+		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{},
 	}, nil
 }
 
@@ -237,42 +237,32 @@ func (a *Agent) StopJobs() {
 	}
 }
 
-// consumer finds the tag's shared consumer, waiting for the coordinator to
-// create it.
-func (a *Agent) consumer(ctx context.Context, tag string) (jetstream.Consumer, error) {
-	for {
-		c, err := a.js.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer(tag))
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if d := a.conn.Denied(); d != nil {
-			return nil, fmt.Errorf("tag %s: %w", tag, d)
-		}
-		a.log.Warn("waiting for the consumer of tag (is the coordinator running?)", "tag", tag, "err", err)
-		select {
-		case <-time.After(2 * time.Second):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
+// pullWait is how long one pull request waits for a job. The server scans
+// every waiting request of a consumer each time one arrives or expires, so
+// the cost of a tag's idle agents grows with their number squared over
+// this wait: a long wait keeps a thousand idle agents cheap. A request the
+// server lost meanwhile (a reconnect, a restarted server) is replaced at
+// once on reconnecting, so the wait never leaves an agent deaf. (OUTPOST's
+// pull export keeps a reply path open longer than this: accounts package.)
+const pullWait = 5 * time.Minute
+
+const (
+	// pullRetry is the pause after a pull that failed (no consumer yet, no
+	// connection) before the next.
+	pullRetry = 2 * time.Second
+	// defaultAckWait is the coordinator's default, for a job request that
+	// does not say.
+	defaultAckWait = 30 * time.Second
+)
 
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
 // slot before it asks, and takes the slot once a job arrives, so several
 // tags share the slots without one starving another; a job that arrives
 // when another tag took the last slot waits, kept alive by InProgress.
 func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
-	cons, err := a.consumer(ctx, tag)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	ackWait := cons.CachedInfo().Config.AckWait
+	consumer := subjects.AgentsConsumer(tag)
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
+	defer a.conn.RemoveStatusListener(reconnected)
 	for ctx.Err() == nil {
 		select {
 		case a.slots <- struct{}{}:
@@ -280,20 +270,20 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		case <-ctx.Done():
 			return nil
 		}
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			if ctx.Err() == nil {
-				a.log.Warn("fetch failed", "tag", tag, "err", err)
-				time.Sleep(time.Second)
+		pctx, cancel := context.WithCancel(ctx)
+		pulled := make(chan struct{})
+		go func() {
+			select {
+			case <-reconnected:
+				cancel()
+			case <-pulled:
 			}
-			continue
-		}
-		for m := range batch.Messages() {
+		}()
+		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, pullWait, func(m *nats.Msg) error {
+			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()
-				break
+				return nil
 			}
 			a.jobs.Add(1)
 			go func() {
@@ -301,13 +291,27 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 				defer func() { <-a.slots }()
 				a.execute(jobCtx, m, ackWait)
 			}()
-		}
+			return nil
+		})
+		close(pulled)
+		reconnect := pctx.Err() != nil
 		cancel()
+		if err == nil || ctx.Err() != nil || reconnect {
+			continue // a job, the end, or a reconnect: ask again at once
+		}
+		if d := a.conn.Denied(); d != nil {
+			return fmt.Errorf("tag %s: %w", tag, d)
+		}
+		a.log.Warn("could not pull a job (is the coordinator running?)", "tag", tag, "err", err)
+		select {
+		case <-time.After(pullRetry):
+		case <-ctx.Done():
+		}
 	}
 	return nil
 }
 
-func (a *Agent) takeSlot(ctx context.Context, m jetstream.Msg, ackWait time.Duration) bool {
+func (a *Agent) takeSlot(ctx context.Context, m *nats.Msg, ackWait time.Duration) bool {
 	t := time.NewTicker(ackWait / 3)
 	defer t.Stop()
 	for {
@@ -346,7 +350,7 @@ func (a *Agent) onControl(m *nats.Msg) {
 	a.mu.Lock()
 	p := a.running[id]
 	if p == nil {
-		a.stopped[id] = time.Now()
+		a.stopped[id] = pendingStop{at: time.Now(), grace: grace}
 	}
 	a.mu.Unlock()
 	if p != nil {
@@ -355,24 +359,31 @@ func (a *Agent) onControl(m *nats.Msg) {
 	}
 }
 
+// pendingStop is a stop request for a job whose process is not here (yet).
+type pendingStop struct {
+	at    time.Time
+	grace time.Duration
+}
+
 // wasStopped reports, and forgets, a stop request that came before the job.
 func (a *Agent) wasStopped(id string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.takeStopLocked(id)
+	_, ok := a.takeStopLocked(id)
+	return ok
 }
 
-// takeStopLocked reports and forgets a pending stop request for id, and
+// takeStopLocked returns and forgets a pending stop request for id, and
 // prunes old ones. The caller holds a.mu.
-func (a *Agent) takeStopLocked(id string) bool {
-	for k, at := range a.stopped {
-		if time.Since(at) > 10*time.Minute {
+func (a *Agent) takeStopLocked(id string) (pendingStop, bool) {
+	for k, ps := range a.stopped {
+		if time.Since(ps.at) > 10*time.Minute {
 			delete(a.stopped, k)
 		}
 	}
-	_, ok := a.stopped[id]
+	ps, ok := a.stopped[id]
 	delete(a.stopped, id)
-	return ok
+	return ps, ok
 }
 
 // heartbeat announces the agent on each of its tags.

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,27 +33,15 @@ func TestNakCountsAsAnAttempt(t *testing.T) {
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, MaxAttempts: maxAttempts, Command: sh("touch ran")})
 
 	nak := s.env.Dial(s.agentCreds)
-	cons, err := nak.JS.Consumer(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for n := 1; n <= maxAttempts; n++ {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(testenv.Timeout))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			if meta, _ := m.Metadata(); meta == nil || int(meta.NumDelivered) != n || m.Subject() != subjects.JobSubject("a", r.ID) {
-				t.Fatalf("delivery %d: %s %+v", n, m.Subject(), meta)
+		got, err := nak.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, func(m *nats.Msg) error {
+			if meta, _ := m.Metadata(); meta == nil || int(meta.NumDelivered) != n || m.Subject != subjects.JobSubject("a", r.ID) {
+				t.Fatalf("delivery %d: %s %+v", n, m.Subject, meta)
 			}
-			if err := m.Nak(); err != nil {
-				t.Fatal(err)
-			}
-			got++
-		}
-		if got != 1 {
-			t.Fatalf("delivery %d: fetched %d jobs: %v", n, got, batch.Error())
+			return m.Nak()
+		})
+		if got != 1 || err != nil {
+			t.Fatalf("delivery %d: fetched %d jobs: %v", n, got, err)
 		}
 	}
 
@@ -72,13 +62,19 @@ func TestNakCountsAsAnAttempt(t *testing.T) {
 // is a client with an agent's creds that stored the attempt's running
 // status; the agent must leave the attempt to it rather than run it too,
 // and once that run is silent past the ack wait, run the next attempt.
+// The agent starts a process while its running report is on its way, so
+// the second run of attempt 1 may start; it must be killed, and store
+// nothing. Attempt 1 never ends by itself here, so a run of it that was
+// not killed would show.
 func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 	t.Parallel()
 	limits := coordinator.DefaultLimits
 	limits.AckWait = time.Second
 	s := newSite(t, limits)
 	dir := t.TempDir()
-	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo "$OUTPOST_ATTEMPT" >> runs`)})
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo $$ > "pid.$OUTPOST_ATTEMPT"
+echo "attempt $OUTPOST_ATTEMPT"
+if [ "$OUTPOST_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi`)})
 
 	other := s.env.Dial(s.agentCreds)
 	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
@@ -96,9 +92,26 @@ func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 		return e.Msg == "attempt already started by another run; leaving the job to it" && e.Attrs["attempt"] == "1"
 	})
 	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
-	runs, err := os.ReadFile(filepath.Join(dir, "runs"))
-	if err != nil || string(runs) != "2\n" || rec.Attempt != 2 {
-		t.Errorf("the job ran as attempts %q (%v); record at attempt %d; want it run once, as attempt 2", runs, err, rec.Attempt)
+	if rec.Attempt != 2 {
+		t.Errorf("record at attempt %d; want it run as attempt 2", rec.Attempt)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "pid.1")); err == nil {
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, "the second run of attempt 1 to be killed", func() bool {
+			return p.Signal(syscall.Signal(0)) != nil
+		})
+	}
+	for _, m := range stored(t, s.env, subjects.EventSubject("a", "alice", r.ID, subjects.KindLog)) {
+		if a := m.Headers().Get(subjects.HeaderAttempt); a != "2" || string(m.Data()) != "attempt 2\n" {
+			t.Errorf("stored a line of attempt %s: %q", a, m.Data())
+		}
 	}
 }
 
@@ -119,17 +132,12 @@ func TestLostJobRequeued(t *testing.T) {
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
 
 	lost := env.Dial(s.agentCreds)
-	cons, err := lost.JS.Consumer(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(testenv.Timeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := <-batch.Messages()
-	if m == nil {
-		t.Fatalf("no job fetched: %v", batch.Error())
+	var m *nats.Msg
+	if _, err := lost.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, func(got *nats.Msg) error {
+		m = got
+		return nil
+	}); m == nil {
+		t.Fatalf("no job fetched: %v", err)
 	}
 	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
 	if _, err := lost.JS.Publish(testenv.Context(t), subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus), ev); err != nil {

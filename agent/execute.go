@@ -3,12 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -16,17 +16,17 @@ import (
 // execute runs one delivered job to its end. The job message is acked only
 // after the terminal status is stored; until then InProgress keeps it ours,
 // so if this agent dies the job goes to another agent as the next attempt.
-func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Duration) {
+func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration) {
 	meta, err := m.Metadata()
 	if err != nil {
-		a.log.Error("job message without metadata", "subject", m.Subject(), "err", err)
+		a.log.Error("job message without metadata", "subject", m.Subject, "err", err)
 		_ = m.Term()
 		return
 	}
 	job, err := decodeJob(m)
 	if err != nil {
-		a.log.Error("dropped a malformed job", "subject", m.Subject(), "err", err)
-		_ = m.TermWithReason(err.Error())
+		a.log.Error("dropped a malformed job", "subject", m.Subject, "err", err)
+		_ = m.Term()
 		return
 	}
 	// The coordinator republishes a job as a later attempt when it knows its
@@ -63,23 +63,39 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
-		taken, err := a.publishStatus(ctx, job, running)
-		if err != nil {
-			log.Warn("could not report running; the job goes back to the queue", "err", err)
-			return
-		}
-		if taken {
-			// Another run stored this attempt's running status first: the
-			// server lost the request's delivery count (it restarted before
-			// saving it) and delivered it again as the same attempt. That
-			// run acks the job; if it is gone, the ack wait hands the job on
-			// as the next attempt. Two runs of one attempt would mix their
-			// lines and statuses.
+		// The running report and the start overlap, so the process does not
+		// wait a round trip for it; run holds the output back until the
+		// report is stored, and kills the process if it cannot be, or if
+		// another run stored this attempt's running status first.
+		reported := make(chan error, 1)
+		go func() {
+			taken, err := a.publishStatus(ctx, job, running)
+			if err == nil && taken {
+				err = errTaken
+			}
+			reported <- err
+		}()
+		log.Info("job started", "command", job.Command)
+		res, err := a.run(ctx, job, attempt, reported)
+		if errors.Is(err, errTaken) {
+			// The server lost the request's delivery count (it restarted
+			// before saving it) and delivered it again as the same attempt.
+			// The run that stored the running status first acks the job; if
+			// it is gone, the ack wait hands the job on as the next attempt.
+			// Two runs of one attempt would mix their lines and statuses, so
+			// this one's process, killed within a round trip, sent nothing.
 			log.Warn("attempt already started by another run; leaving the job to it")
 			return
 		}
-		log.Info("job started", "command", job.Command)
-		res := a.run(ctx, job, attempt)
+		if err != nil {
+			log.Warn("could not report running; the job goes back to the queue", "err", err)
+			if ctx.Err() != nil {
+				// Stopped while the report was on its way (it may even be
+				// stored): hand the job on now, not after the ack wait.
+				_ = m.Nak()
+			}
+			return
+		}
 		if ctx.Err() != nil {
 			// The agent is shutting down and killed the job: hand it to
 			// another agent now rather than after the ack wait.
@@ -93,23 +109,32 @@ func (a *Agent) execute(ctx context.Context, m jetstream.Msg, ackWait time.Durat
 	// The terminal status is retried until it is stored, however long NATS
 	// is out of reach, for as long as the agent runs, and for a while
 	// after it was told to stop its jobs.
-	fin, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	fin, cancel := a.finalContext(ctx)
 	defer cancel()
-	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalStatusGrace, cancel) })()
 	if _, err := a.publishStatus(fin, job, end); err != nil {
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	if err := a.ack(fin, m, ackWait); err != nil {
-		log.Warn("ack failed; the job may be redelivered, and is then stopped at once", "err", err)
-	}
+	// The ack goes at once, and its confirmation is waited for off the
+	// job's slot, which would otherwise be held for a round trip. It is
+	// retried through a reconnect: an ack lost with the connection would
+	// have the finished job delivered again should the coordinator not
+	// take it off the queue first (it may be down, too).
+	a.jobs.Add(1)
+	go func() {
+		defer a.jobs.Done()
+		actx, cancel := a.finalContext(ctx)
+		defer cancel()
+		if err := a.ack(actx, m, ackWait); err != nil {
+			log.Warn("ack failed; the job may be redelivered, and is then stopped at once", "err", err)
+		}
+	}()
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
 }
 
 // ack acks a job whose terminal status is stored, confirmed by the server,
-// retrying through a reconnect for up to the ack wait: an ack lost with
-// the connection would have the finished job delivered again.
-func (a *Agent) ack(ctx context.Context, m jetstream.Msg, ackWait time.Duration) error {
+// retrying through a reconnect for up to the ack wait.
+func (a *Agent) ack(ctx context.Context, m *nats.Msg, ackWait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, ackWait)
 	defer cancel()
 	for {
@@ -120,7 +145,7 @@ func (a *Agent) ack(ctx context.Context, m jetstream.Msg, ackWait time.Duration)
 			}
 		}
 		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
-		err := m.DoubleAck(actx)
+		err := m.AckSync(nats.Context(actx))
 		acancel()
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -129,17 +154,27 @@ func (a *Agent) ack(ctx context.Context, m jetstream.Msg, ackWait time.Duration)
 	}
 }
 
-func decodeJob(m jetstream.Msg) (subjects.Job, error) {
-	tag, id, err := subjects.ParseJob(m.Subject())
+// jobAckWait is the consumer's ack wait, as the coordinator wrote it on the
+// job request.
+func jobAckWait(m *nats.Msg) time.Duration {
+	d, err := time.ParseDuration(m.Header.Get(subjects.HeaderAckWait))
+	if err != nil || d <= 0 {
+		return defaultAckWait
+	}
+	return d
+}
+
+func decodeJob(m *nats.Msg) (subjects.Job, error) {
+	tag, id, err := subjects.ParseJob(m.Subject)
 	if err != nil {
 		return subjects.Job{}, err
 	}
 	var job subjects.Job
-	if err := json.Unmarshal(m.Data(), &job); err != nil {
+	if err := json.Unmarshal(m.Data, &job); err != nil {
 		return subjects.Job{}, fmt.Errorf("decode job %s: %w", id, err)
 	}
 	if job.ID != id || job.Tag != tag {
-		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject())
+		return subjects.Job{}, fmt.Errorf("job %s/%s does not match its subject %s", job.Tag, job.ID, m.Subject)
 	}
 	if job.Attempt < 1 || job.Attempt > subjects.MaxAttemptsLimit {
 		return subjects.Job{}, fmt.Errorf("job %s has attempt %d", id, job.Attempt)
@@ -169,8 +204,19 @@ func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects
 }
 
 // finalStatusGrace is how long an agent that stops its jobs still tries to
-// store the terminal status of a job that had ended.
+// store the terminal status of a job that had ended, and to ack it.
 const finalStatusGrace = 30 * time.Second
+
+// errTaken says that another run stored an attempt's running status first.
+var errTaken = errors.New("attempt already started by another run")
+
+// finalContext outlives ctx, the jobs' context, by finalStatusGrace: what
+// a job that ended still has to say is said while the agent stops.
+func (a *Agent) finalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	fin, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(finalStatusGrace, cancel) })
+	return fin, func() { stop(); cancel() }
+}
 
 // storeWithRetry publishes m until JetStream acknowledges it.
 func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {

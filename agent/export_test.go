@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,12 +21,18 @@ func NewLine(stream, text string, partial bool) Line {
 // messages of job's attempt, as run does with a job's output, and returns
 // once every message is stored.
 func PublishLog(ctx context.Context, js jetstream.JetStream, subject, job string, attempt int, in <-chan Line) {
+	PublishLogLinger(ctx, js, subject, job, attempt, 0, in)
+}
+
+// PublishLogLinger is PublishLog with a linger of its own; zero keeps the
+// agent's.
+func PublishLogLinger(ctx context.Context, js jetstream.JetStream, subject, job string, attempt int, linger time.Duration, in <-chan Line) {
 	room := newBudget(DefaultMaxBuffered)
 	pub := newPublisher(js, room, func() bool { return true }, func(ctx context.Context, m *nats.Msg) error {
 		_, err := js.PublishMsg(ctx, m)
 		return err
 	})
-	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub, room: room}
+	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub, room: room, linger: linger}
 	go b.run(in)
 	pub.run(ctx)
 }

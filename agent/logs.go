@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,8 +20,10 @@ import (
 )
 
 // linger is how long a log message waits for more lines before it is sent:
-// short enough that a follower sees a quiet job's line at once, long enough
-// that a chatty job's lines share messages.
+// short enough that a follower sees a chatty job's lines promptly, long
+// enough that they share messages. A line after a quiet spell at least as
+// long goes at once, with whatever else is already waiting: it is what a
+// follower waits for, and nothing would join it.
 const linger = 5 * time.Millisecond
 
 // line is one line (or one chunk of an over-long line) of job output.
@@ -120,11 +123,16 @@ type batcher struct {
 	// spent; a marker line says so once it has room again.
 	lost, lostBytes int64
 
-	next  int // number of the next line
-	first int // number of the buffered message's first line
-	strm  string
-	buf   []byte
-	timer *time.Timer
+	next    int // number of the next line
+	first   int // number of the buffered message's first line
+	strm    string
+	buf     []byte
+	timer   *time.Timer
+	flushed time.Time   // when the last message was sent
+	in      <-chan line // the lines still to come
+	// linger is how long a message waits for more lines; zero means the
+	// package's linger (tests set their own).
+	linger time.Duration
 }
 
 // run batches lines from in until it closes, then flushes the rest and
@@ -132,6 +140,8 @@ type batcher struct {
 func (b *batcher) run(in <-chan line) {
 	defer b.pub.close()
 	b.next = 1
+	b.in = in
+	b.linger = cmp.Or(b.linger, linger)
 	b.timer = time.NewTimer(time.Hour)
 	b.timer.Stop()
 	tick := time.NewTicker(time.Second)
@@ -222,14 +232,19 @@ func (b *batcher) add(l line) {
 	if len(b.buf) > 0 && (l.stream != b.strm || len(b.buf)+len(l.text)+1 > subjects.MaxLogMsg) {
 		b.flush(false)
 	}
+	quiet := false
 	if len(b.buf) == 0 {
 		b.first, b.strm = b.next, l.stream
-		b.timer.Reset(linger)
+		b.timer.Reset(b.linger)
+		quiet = time.Since(b.flushed) >= b.linger
 	}
 	b.buf = append(append(b.buf, l.text...), '\n')
 	b.next++
-	if l.partial {
+	switch {
+	case l.partial:
 		b.flush(true)
+	case quiet && len(b.in) == 0:
+		b.flush(false)
 	}
 }
 
@@ -260,6 +275,7 @@ func (b *batcher) flush(partial bool) {
 		m.Header.Set(subjects.HeaderPartial, "1")
 	}
 	b.pub.publish(m)
+	b.flushed = time.Now()
 	if b.stats != nil {
 		b.stats.lines.Add(uint64(bytes.Count(b.buf, []byte{'\n'})))
 		b.stats.bytes.Add(uint64(len(b.buf)))

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -152,4 +153,36 @@ func stored(t *testing.T, env *testenv.Env, subject string) []jetstream.Msg {
 		}
 	}
 	return out
+}
+
+// TestQuietLineGoesAtOnce: a line after a quiet spell is sent at once, not
+// after the linger, so a follower sees a job's first line as soon as it is
+// printed even though the job goes on; lines that are waiting together
+// still share one message. The linger here is an hour, so only the quiet
+// rule can send anything before the output ends.
+func TestQuietLineGoesAtOnce(t *testing.T) {
+	env := testenv.New(t)
+	env.StartCoordinator(coordinator.Limits{})
+	conn := env.Dial(env.Creds(accounts.RoleAgent, "agent-a", "a"))
+	subject := subjects.EventSubject("a", "alice", job, subjects.KindLog)
+	in := make(chan agent.Line, 100)
+	done := make(chan struct{})
+	go func() {
+		agent.PublishLogLinger(testenv.Context(t), conn.JS, subject, job, 1, time.Hour, in)
+		close(done)
+	}()
+	in <- agent.NewLine(subjects.StreamStdout, "first", false)
+	testenv.Eventually(t, "the first line to be stored while the output goes on", func() bool {
+		return len(stored(t, env, subject)) == 1
+	})
+	// A burst already waiting, after a line just sent, lingers as one.
+	for i := range 50 {
+		in <- agent.NewLine(subjects.StreamStdout, "burst "+strconv.Itoa(i), false)
+	}
+	close(in)
+	<-done
+	msgs := stored(t, env, subject)
+	if len(msgs) != 2 || string(msgs[0].Data()) != "first\n" || bytes.Count(msgs[1].Data(), []byte{'\n'}) != 50 {
+		t.Errorf("stored %d messages, want the first line alone and the burst in one", len(msgs))
+	}
 }

@@ -10,5 +10,3 @@ import (
 func setProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
-
-func signalGroup(pid int, sig syscall.Signal) { _ = syscall.Kill(-pid, sig) }

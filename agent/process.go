@@ -26,8 +26,9 @@ type result struct {
 
 // process is a running job's process group.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	group procGroup
+	done  chan struct{}
 
 	mu     sync.Mutex
 	reason subjects.State // StateStopped or StateTimedOut once asked to end
@@ -45,7 +46,7 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 		p.kill()
 		return
 	}
-	signalGroup(p.cmd.Process.Pid, syscall.SIGTERM)
+	p.group.signal(syscall.SIGTERM)
 	go func() {
 		select {
 		case <-p.done:
@@ -55,14 +56,16 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 	}()
 }
 
-func (p *process) kill() { signalGroup(p.cmd.Process.Pid, syscall.SIGKILL) }
+func (p *process) kill() { p.group.signal(syscall.SIGKILL) }
 
 // run starts the job's command in its own process group and work directory
-// and streams its output until it ends.
-func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
+// and streams its output until it ends. The job's running report is on its
+// way meanwhile: no output is sent, and no result returned, before it is
+// stored; if it cannot be, the process is killed and run returns why.
+func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported <-chan error) (result, error) {
 	dir, cleanup, err := a.workDir(job)
 	if err != nil {
-		return failed(-1, "work directory: %v", err)
+		return failed(-1, "work directory: %v", err), <-reported
 	}
 	defer cleanup()
 	cmd := exec.Command(job.Command[0], job.Command[1:]...)
@@ -77,13 +80,13 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	setProcAttr(cmd)
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return failed(-1, "pipe: %v", err)
+		return failed(-1, "pipe: %v", err), <-reported
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return failed(-1, "pipe: %v", err)
+		return failed(-1, "pipe: %v", err), <-reported
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	open, err := a.watch.gate(cmd)
@@ -92,7 +95,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		outW.Close()
 		errR.Close()
 		errW.Close()
-		return failed(-1, "pipe: %v", err)
+		return failed(-1, "pipe: %v", err), <-reported
 	}
 	err = cmd.Start()
 	outW.Close()
@@ -101,17 +104,18 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return startFailure(job.Command[0], err)
+		return startFailure(job.Command[0], err), <-reported
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), done: make(chan struct{})}
+	defer p.group.close()
 	a.mu.Lock()
 	a.running[job.ID] = p
 	// A stop that came after the job was reported running, but before
 	// its process was here to receive it, waits in a.stopped.
-	stopNow := a.takeStopLocked(job.ID)
+	pending, stopNow := a.takeStopLocked(job.ID)
 	a.mu.Unlock()
 	if stopNow {
-		p.stop(subjects.StateStopped, a.grace)
+		p.stop(subjects.StateStopped, pending.grace)
 	}
 	// Jobs killed by the agent's shutdown are handed back by execute.
 	stopKill := context.AfterFunc(ctx, p.kill)
@@ -124,6 +128,17 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if job.Timeout > 0 {
 		t := time.AfterFunc(time.Duration(job.Timeout), func() { p.stop(subjects.StateTimedOut, a.grace) })
 		defer t.Stop()
+	}
+	if err := <-reported; err != nil {
+		// Nothing of a job runs unrecorded: it goes back to the queue (or
+		// stays with the run that recorded this attempt first).
+		p.kill()
+		_ = cmd.Wait()
+		close(p.done)
+		a.watch.remove(cmd.Process.Pid)
+		outR.Close()
+		errR.Close()
+		return result{}, err
 	}
 
 	lines := make(chan line, 1024)
@@ -146,7 +161,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	werr := cmd.Wait()
 	close(p.done)
 	// Whatever the job left behind in its group dies with it.
-	signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+	p.group.signal(syscall.SIGKILL)
 	a.watch.remove(cmd.Process.Pid)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
@@ -167,7 +182,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	p.mu.Lock()
 	reason := p.reason
 	p.mu.Unlock()
-	return exitResult(cmd.ProcessState, werr, reason)
+	return exitResult(cmd.ProcessState, werr, reason), nil
 }
 
 func exitResult(ps *os.ProcessState, werr error, reason subjects.State) result {
@@ -251,6 +266,11 @@ func jobEnv(job subjects.Job, attempt int) []string {
 	env := map[string]string{
 		"PATH": path, "HOME": os.Getenv("HOME"),
 		"OUTPOST_JOB_ID": job.ID, "OUTPOST_ATTEMPT": strconv.Itoa(attempt), "OUTPOST_TAG": job.Tag,
+	}
+	for _, k := range systemEnv() {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
 	}
 	for k, v := range job.Env {
 		env[k] = v

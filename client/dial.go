@@ -37,6 +37,10 @@ type DialOptions struct {
 	// TLS configures TLS: the CA that signed the server's certificate, and a
 	// client certificate and key where the server wants mTLS.
 	TLS TLS
+	// JSDomain is the JetStream domain of the hub when the connection goes
+	// through a leaf node, which passes only domain-prefixed JetStream
+	// requests ($JS.<domain>.API.…) on to the hub.
+	JSDomain string
 	// Logger receives connection events; nil means slog.Default.
 	Logger *slog.Logger
 	// Options are passed to nats.Connect after Outpost's own.
@@ -69,6 +73,9 @@ type Conn struct {
 	JS       jetstream.JetStream
 	Identity accounts.Identity
 
+	log   *slog.Logger
+	jsAPI string // the JetStream API prefix, with the domain if any
+
 	revoked     chan struct{}
 	revokedOnce sync.Once
 
@@ -92,7 +99,13 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Conn{Identity: id, revoked: make(chan struct{})}
+	c := &Conn{Identity: id, revoked: make(chan struct{}), log: log, jsAPI: "$JS.API."}
+	if o.JSDomain != "" {
+		if err := subjects.ValidTag(o.JSDomain); err != nil {
+			return nil, fmt.Errorf("JetStream domain: %w", err)
+		}
+		c.jsAPI = "$JS." + o.JSDomain + ".API."
+	}
 	opts := []nats.Option{
 		nats.UserCredentials(o.Creds),
 		nats.CustomInboxPrefix(subjects.Inbox(id.Name)),

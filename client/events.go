@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,14 +11,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
-	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/subjects"
 )
-
-// ErrNoSlot is returned when every reader consumer of the caller is in use.
-var ErrNoSlot = errors.New("all reader slots are in use")
 
 // ErrNoEvents is returned when a job has no events the caller may read.
 var ErrNoEvents = errors.New("no events")
@@ -48,39 +43,20 @@ type ReadOptions struct {
 	// Follow keeps reading until the job reaches a terminal state; without
 	// it the read ends with the events stored when it began.
 	Follow bool
-	// Tag narrows the filter; an observer must give it.
-	Tag string
 }
 
 // ReadEvents replays a job's events from the first, in order, through a
-// consumer pinned to the caller's name (the only kind the server lets a
-// reader create), calling fn for each; fn's error ends the read. Log lines
-// are handed over in line order even if they were stored out of order.
+// reader consumer the coordinator makes for the caller (pinned to its name
+// and filtered to what its role may read), calling fn for each; fn's error
+// ends the read. Log lines are handed over in line order even if they were
+// stored out of order.
 func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn func(Event) error) error {
 	if err := subjects.ValidJobID(job); err != nil {
 		return err
 	}
-	tag, owner := "*", "*"
-	if o.Tag != "" {
-		if err := subjects.ValidTag(o.Tag); err != nil {
-			return err
-		}
-		tag = o.Tag
-	}
-	switch c.Identity.Role {
-	case accounts.RoleUser:
-		owner = c.Identity.Name
-	case accounts.RoleObserver:
-		if tag == "*" && len(c.Identity.Tags) == 1 {
-			tag = c.Identity.Tags[0]
-		}
-		if tag == "*" {
-			return fmt.Errorf("an observer must say which tag the job has (--tag; its tags: %v)", c.Identity.Tags)
-		}
-	}
 	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
 	lastAttempt := 0
-	err := c.read(ctx, subjects.EventsStream, subjects.EventsPrefix+"."+tag+"."+owner+"."+job+".>", o.Follow, func(m jetstream.Msg) (bool, error) {
+	err := c.read(ctx, subjects.ReadRequest{Job: job}, o.Follow, func(m *nats.Msg) (bool, error) {
 		ev, err := decodeEvent(m)
 		if err != nil {
 			return false, nil // not ours to show: the server only stores what the filter allows
@@ -113,9 +89,9 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 // ReadAudit replays the audit trail (admins and observers), oldest first;
 // with follow it goes on with new entries until ctx ends.
 func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.AuditEntry) error) error {
-	err := c.read(ctx, subjects.AuditStream, subjects.AuditPrefix+".>", follow, func(m jetstream.Msg) (bool, error) {
+	err := c.read(ctx, subjects.ReadRequest{Audit: true}, follow, func(m *nats.Msg) (bool, error) {
 		var e subjects.AuditEntry
-		if json.Unmarshal(m.Data(), &e) != nil {
+		if json.Unmarshal(m.Data, &e) != nil {
 			return false, nil
 		}
 		return false, fn(e)
@@ -126,115 +102,116 @@ func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.Audi
 	return err
 }
 
-// read runs a pinned reader consumer over stream, filtered, from the first
-// message: until the messages stored when it began are read, or, with
-// follow, until each says it is the last or ctx ends. The consumer is
-// deleted afterwards.
-func (c *Conn) read(ctx context.Context, stream, filter string, follow bool, each func(jetstream.Msg) (last bool, err error)) error {
-	cons, name, err := c.readerConsumer(ctx, stream, filter)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = c.JS.DeleteConsumer(dctx, stream, name)
-	}()
-	pending := cons.CachedInfo().NumPending
-	if pending == 0 && !follow {
-		return ErrNoEvents
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return fmt.Errorf("read %s: %w", stream, err)
-	}
-	defer it.Stop()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Stop()
-		case <-done:
-		}
-	}()
-	for read := uint64(0); follow || read < pending; read++ {
-		m, err := it.Next()
+// Pulls of a read: large batches, and a wait long enough to be cheap while
+// following and short enough to notice a cancelled context soon.
+const (
+	readBatch = 512
+	readWait  = 5 * time.Second
+)
+
+// read asks the coordinator for a reader consumer and pulls from it from
+// the first message: until the messages stored when it began are read, or,
+// with follow, until each says it is the last or ctx ends. If the server
+// loses the consumer (a restart: readers live in memory), read asks for
+// another from the message after the last it handed over, so nothing is
+// missed or shown twice. The consumer is released afterwards.
+func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, each func(*nats.Msg) (last bool, err error)) error {
+	var rd subjects.Reader
+	open := func() error {
+		r, err := c.call(ctx, subjects.VerbRead, req)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("read %s: %w", stream, c.explain(err))
-		}
-		last, err := each(m)
-		if err != nil || last {
 			return err
 		}
-		// Messages stored at the start may be gone (the stream's limits), so
-		// a replay also ends when the consumer has nothing more.
-		if meta, merr := m.Metadata(); !follow && merr == nil && meta.NumPending == 0 {
+		if r.Reader == nil {
+			return errors.New("the coordinator's read reply holds no reader")
+		}
+		rd = *r.Reader
+		return nil
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = c.call(rctx, subjects.VerbRelease, subjects.ReleaseRequest{Stream: rd.Stream, Consumer: rd.Consumer})
+	}
+	if err := open(); err != nil {
+		return err
+	}
+	defer func() { release() }()
+	if rd.Pending == 0 && !follow {
+		return ErrNoEvents
+	}
+	errDone := errors.New("done")
+	pending, read := rd.Pending, uint64(0)
+	for ctx.Err() == nil {
+		wait := readWait
+		if !follow {
+			wait = 0
+		}
+		n, err := c.Pull(ctx, rd.Stream, rd.Consumer, readBatch, wait, func(m *nats.Msg) error {
+			read++
+			meta, merr := m.Metadata()
+			if merr == nil {
+				req.FromSeq = meta.Sequence.Stream + 1
+			}
+			last, err := each(m)
+			if err != nil {
+				return err
+			}
+			// Messages stored at the start may be gone (the stream's
+			// limits), so a replay also ends when the consumer has no more.
+			if last || (!follow && (read >= pending || (merr == nil && meta.NumPending == 0))) {
+				return errDone
+			}
 			return nil
-		}
-	}
-	return nil
-}
-
-// readerConsumer creates an ephemeral-like consumer in the first free slot
-// of the caller's pinned names. It removes itself when idle, so a reader
-// that crashed frees its slot.
-func (c *Conn) readerConsumer(ctx context.Context, stream, filter string) (jetstream.Consumer, string, error) {
-	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
-		name := subjects.ReaderConsumer(c.Identity.Name, slot)
-		cctx, stop := c.cancelOnDenial(ctx)
-		cctx, cancel := context.WithTimeout(cctx, 5*time.Second)
-		cons, err := c.JS.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
-			Name: name,
-			// Unique, so that the server refuses to hand a slot in use to a
-			// second read of the same job (it returns an existing consumer
-			// whose config is equal): the reads would split the events.
-			Description:   "outpost reader " + rand.Text(),
-			FilterSubject: filter,
-			AckPolicy:     jetstream.AckNonePolicy,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// File-backed, so a follower resumes after a server restart.
-			InactiveThreshold: time.Minute,
 		})
-		cancel()
-		stop()
 		switch {
-		case err == nil:
-			return cons, name, nil
-		case errors.Is(err, jetstream.ErrConsumerExists), errors.Is(err, jetstream.ErrConsumerNameAlreadyInUse):
-			continue
+		case errors.Is(err, errDone):
+			return nil
 		case ctx.Err() != nil:
-			return nil, "", ctx.Err()
-		default:
-			return nil, "", fmt.Errorf("create reader consumer %s: %w", name, c.explain(err))
+			return ctx.Err()
+		case errors.Is(err, ErrConsumerGone):
+			// A restarted server lost the consumer: go on from where we are.
+			c.log.Warn("reader consumer lost; reading on from where it was", "consumer", rd.Consumer, "from_seq", req.FromSeq)
+			release()
+			if err := open(); err != nil {
+				return err
+			}
+		case err != nil && follow && c.Denied() == nil:
+			// The link may be down: try again once it is back.
+			c.log.Warn("follow interrupted; resuming", "consumer", rd.Consumer, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		case err != nil:
+			return fmt.Errorf("read %s: %w", rd.Stream, err)
+		case !follow && n < readBatch:
+			return nil // nothing more for now, and a replay does not wait
 		}
 	}
-	return nil, "", fmt.Errorf("%w (%d): close another 'outpost logs', or wait a minute for an abandoned one to expire", ErrNoSlot, subjects.ReaderSlots)
+	return ctx.Err()
 }
 
-func decodeEvent(m jetstream.Msg) (Event, error) {
-	e, err := subjects.ParseEvent(m.Subject())
+func decodeEvent(m *nats.Msg) (Event, error) {
+	e, err := subjects.ParseEvent(m.Subject)
 	if err != nil {
 		return Event{}, err
 	}
 	if e.Kind == subjects.KindStatus {
 		var s subjects.StatusEvent
-		if err := json.Unmarshal(m.Data(), &s); err != nil {
+		if err := json.Unmarshal(m.Data, &s); err != nil {
 			return Event{}, err
 		}
 		return Event{Status: &s}, nil
 	}
-	h := m.Headers()
+	h := m.Header
 	attempt, err1 := strconv.Atoi(h.Get(subjects.HeaderAttempt))
 	seq, err2 := strconv.Atoi(h.Get(subjects.HeaderSeq))
 	if err := errors.Join(err1, err2); err != nil {
 		return Event{}, err
 	}
 	return Event{Log: &LogLines{Stream: h.Get(subjects.HeaderStream), Attempt: attempt, Seq: seq,
-		Data: m.Data(), Partial: h.Get(subjects.HeaderPartial) == "1"}}, nil
+		Data: m.Data, Partial: h.Get(subjects.HeaderPartial) == "1"}}, nil
 }
 
 // reorder hands log messages over in line order per attempt. Messages

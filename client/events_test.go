@@ -154,7 +154,7 @@ func TestReaderSlots(t *testing.T) {
 	ctx := testenv.Context(t)
 	// Four readers elsewhere hold every slot.
 	for slot := 1; slot <= subjects.ReaderSlots; slot++ {
-		_, err := s.alice.JS.CreateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
+		_, err := s.env.CoordConn.JS.CreateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
 			Name: subjects.ReaderConsumer("alice", slot), FilterSubject: "outpost.ev.*.alice.>",
 			AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute,
 		})
@@ -163,7 +163,7 @@ func TestReaderSlots(t *testing.T) {
 		}
 	}
 	err := s.alice.ReadEvents(ctx, ghost, client.ReadOptions{}, func(client.Event) error { return nil })
-	if !errors.Is(err, client.ErrNoSlot) {
+	if apiErr := (*subjects.Error)(nil); !errors.As(err, &apiErr) || apiErr.Code != subjects.CodeConflict {
 		t.Fatalf("with every slot taken: %v", err)
 	}
 	// Bob's slots are his own.
@@ -172,7 +172,7 @@ func TestReaderSlots(t *testing.T) {
 	}
 	// One slot frees up; a read takes it and frees it again.
 	freed := subjects.ReaderConsumer("alice", 3)
-	if err := s.alice.JS.DeleteConsumer(ctx, subjects.EventsStream, freed); err != nil {
+	if err := s.env.CoordConn.JS.DeleteConsumer(ctx, subjects.EventsStream, freed); err != nil {
 		t.Fatal(err)
 	}
 	var h history
@@ -311,4 +311,46 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestFollowSurvivesServerRestart: a restarted server may have lost the
+// follower's reader consumer. The follower goes on from the event after
+// the last it handed over, and misses nothing and repeats nothing.
+func TestFollowSurvivesServerRestart(t *testing.T) {
+	s := newSite(t)
+	const job = "01jd7x3k9q8r6t5v4w3y2z1a0c"
+	s.store(t, job, subjects.StateQueued, subjects.StateRunning, logMsg{1, "before\n"})
+	var (
+		mu sync.Mutex
+		h  history
+	)
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(h)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.alice.ReadEvents(testenv.Context(t), job, client.ReadOptions{Follow: true}, func(e client.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return h.add(e)
+		})
+	}()
+	testenv.Eventually(t, "the follower to see the events so far", func() bool { return seen() == 3 })
+	s.env.RestartServer()
+	testenv.Eventually(t, "the agent to reconnect", s.agentA.IsConnected)
+	s.store(t, job, logMsg{2, "after\n"}, subjects.StateSucceeded)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("follow across a restart: %v", err)
+		}
+	case <-time.After(testenv.Timeout):
+		t.Fatal("the follower did not see the job end after the restart")
+	}
+	want := "status:queued status:running stdout:1:before\n stdout:2:after\n status:succeeded"
+	if got := strings.Join(h, " "); got != want {
+		t.Errorf("followed %q, want %q", got, want)
+	}
 }

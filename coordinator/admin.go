@@ -21,7 +21,7 @@ func (c *Coordinator) issueFor(ctx context.Context, req subjects.IssueRequest) (
 	if err != nil {
 		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}
-	ar := accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires)}
+	ar := accounts.Request{Name: req.Name, Role: role, Tags: req.Tags, Expires: time.Duration(req.Expires), Leaf: req.Leaf}
 	if err := ar.Validate(); err != nil {
 		return accounts.Credential{}, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
 	}
@@ -54,11 +54,11 @@ func (c *Coordinator) Revoke(ctx context.Context, name string) (subjects.Credent
 	if c.sys == nil {
 		return cred, fmt.Errorf("revocation needs a system-account connection, which this coordinator lacks")
 	}
-	tok, err := c.auth.Revoke(cred.PublicKey)
+	tok, err := c.auth.Revoke(cred)
 	if err != nil {
 		return cred, err
 	}
-	if err := pushAccount(ctx, c.sys, c.auth.WorkPublicKey(), tok); err != nil {
+	if err := pushAccount(ctx, c.sys, cred.Account, tok); err != nil {
 		return cred, err
 	}
 	now := time.Now().UTC()
@@ -115,7 +115,7 @@ func (c *Coordinator) requeue(ctx context.Context, rec subjects.Record, reason s
 	if err != nil || !changed {
 		return err
 	}
-	if err := c.unqueue(ctx, rec); err != nil {
+	if err := c.dequeue(ctx, rec); err != nil {
 		return err
 	}
 	if err := c.publishStatus(ctx, updated, ev); err != nil {

@@ -23,6 +23,8 @@ const (
 	requestTimeout = 10 * time.Second
 	defaultList    = 50
 	maxList        = 1000
+	// failoverWait is how long a read waits out a cluster's leader election.
+	failoverWait = 6 * time.Second
 )
 
 // serveAPI subscribes to every API subject. Requests are handled by a
@@ -42,19 +44,36 @@ func (c *Coordinator) serveAPI(ctx context.Context) (*nats.Subscription, error) 
 	return sub, nil
 }
 
-// handle checks a request's subject and reply before trusting either: the
-// name token must be well formed and the reply must lie in that name's own
-// inbox, or a redirected stream message could trigger an action
-// (NATS-NOTES point 5).
+// requester is who sent an API request, as the server tells: a request
+// reaches OUTPOST only through a credential account's import of the API,
+// with Share, so the server sets this header itself and overwrites any
+// that a client sent (NATS-NOTES point 6).
+type requester struct {
+	Account string `json:"acc"`
+	User    string `json:"user"`
+}
+
+// requestInfo is the header that carries the requester.
+const requestInfo = "Nats-Request-Info"
+
+// handle checks a request before trusting it: the subject must have the
+// exact shape, the server must have stamped who sent it, and there must be
+// a reply to answer on. A message that merely lands on an API subject,
+// such as a reply redirected there, has neither a stamp of the right
+// credential nor a reply.
 func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 	name, verb, err := subjects.ParseAPI(m.Subject)
-	if err != nil || !subjects.InInbox(m.Reply, name) {
+	var id requester
+	if err == nil {
+		err = json.Unmarshal([]byte(m.Header.Get(requestInfo)), &id)
+	}
+	if err != nil || id.User == "" || m.Reply == "" {
 		c.log.Warn("api request dropped", "subject", m.Subject, "reply", m.Reply, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	reply := c.call(ctx, name, verb, m.Data)
+	reply := c.call(ctx, name, id, verb, m.Data)
 	if reply.Error != nil {
 		c.log.Info("api request refused", "caller", name, "verb", verb, "code", reply.Error.Code, "msg", reply.Error.Message)
 	}
@@ -67,14 +86,31 @@ func (c *Coordinator) handle(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) subjects.Reply {
-	who, err := c.creds.lookup(ctx, name)
+func (c *Coordinator) call(ctx context.Context, name string, id requester, verb string, data []byte) subjects.Reply {
 	var (
+		who    caller
+		err    error
 		reply  subjects.Reply
 		target string
 	)
-	if err == nil {
-		reply, target, err = c.dispatch(ctx, who, verb, data)
+	for giveUp := time.Now().Add(failoverWait); ; {
+		found := false
+		if who, err = c.creds.lookup(ctx, name, id); err == nil {
+			found = true
+			reply, target, err = c.dispatch(ctx, who, verb, data)
+		}
+		// While a cluster elects a new leader for a stream or bucket, its
+		// requests find no responders for a few seconds; the lookup, and a
+		// verb that only reads, are safe to try again.
+		if !errors.Is(err, nats.ErrNoResponders) || (found && !readOnly(verb)) || time.Now().After(giveUp) {
+			break
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
 	if err != nil {
 		reply = errReply(err)
@@ -91,6 +127,11 @@ func (c *Coordinator) call(ctx context.Context, name, verb string, data []byte) 
 // dispatch runs one verb for who and reports what it was about (a job ID
 // or a credential name) for the audit trail.
 func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, data []byte) (subjects.Reply, string, error) {
+	// Observers only read, through reader consumers: records hold a job's
+	// env and stdin, which are its owner's.
+	if who.role == accounts.RoleObserver && verb != subjects.VerbRead && verb != subjects.VerbRelease {
+		return subjects.Reply{}, "", forbidden(who, "call "+verb+" (observers read jobs with 'read')")
+	}
 	switch verb {
 	case subjects.VerbSubmit:
 		rec, err := c.submit(ctx, who, data)
@@ -119,6 +160,19 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 		}
 		rec, err := c.stop(ctx, who, req)
 		return subjects.Reply{Job: rec}, req.ID, err
+	case subjects.VerbRead:
+		var req subjects.ReadRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		r, err := c.read(ctx, who, req)
+		return subjects.Reply{Reader: r}, req.Job, err
+	case subjects.VerbRelease:
+		var req subjects.ReleaseRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		return subjects.Reply{}, req.Consumer, c.release(ctx, who, req)
 	}
 	if who.role != accounts.RoleAdmin {
 		return subjects.Reply{}, "", forbidden(who, "manage credentials")
@@ -158,6 +212,12 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 		return subjects.Reply{Credentials: all}, "", err
 	}
 	return subjects.Reply{}, "", subjects.Errorf(subjects.CodeBadRequest, "unknown verb %q", verb)
+}
+
+// readOnly reports whether a verb changes nothing, so that it may be
+// retried.
+func readOnly(verb string) bool {
+	return verb == subjects.VerbGet || verb == subjects.VerbList || verb == subjects.VerbCreds
 }
 
 func idOf(rec *subjects.Record) string {
@@ -253,7 +313,12 @@ func (c *Coordinator) publishJob(ctx context.Context, job subjects.Job) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.js.Publish(ctx, subjects.JobSubject(job.Tag, job.ID), b, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
+	m := nats.NewMsg(subjects.JobSubject(job.Tag, job.ID))
+	m.Data = b
+	// Agents cannot ask JetStream about the consumer (their accounts have no
+	// JetStream API), so each job says how often to report progress.
+	m.Header.Set(subjects.HeaderAckWait, c.limits.AckWait.String())
+	_, err = c.js.PublishMsg(ctx, m, jetstream.WithMsgID(subjects.MsgID(job.ID, job.Attempt, "job")))
 	return err
 }
 
@@ -370,7 +435,7 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 			}
 		}
 		if changed {
-			if err := c.unqueue(ctx, *rec); err != nil {
+			if err := c.dequeue(ctx, *rec); err != nil {
 				c.log.Warn("could not take stopped job off the queue; its agent will be told to stop it", "job", rec.ID, "err", err)
 			}
 			if err := c.publishStatus(ctx, updated, ev); err != nil {
@@ -397,10 +462,6 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 	}
 	c.log.Info("job stop requested", "job", rec.ID, "by", who.name, "force", req.Force)
 	return rec, nil
-}
-
-func (c *Coordinator) unqueue(ctx context.Context, rec subjects.Record) error {
-	return c.jobsStream.Purge(ctx, jetstream.WithPurgeSubject(subjects.JobSubject(rec.Tag, rec.ID)))
 }
 
 // control tells the agents of a job's tag to stop it. The reply subject

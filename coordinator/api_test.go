@@ -230,38 +230,23 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// A request is answered only when its reply subject lies in the
-// requester's own inbox: otherwise a user could have the coordinator
-// publish wherever it may, such as into the events stream, and a stream
-// message redirected onto an API subject could act (NATS-NOTES point 5).
-func TestRequestReplyOutsideInbox(t *testing.T) {
+// A request's reply subject is read in the requester's own account, so
+// aiming it at a subject of the events stream stores nothing; a message on
+// an API subject without a reply (such as a redirected one) is dropped.
+func TestRequestRepliesStayInTheRequestersAccount(t *testing.T) {
 	w := newWorld(t)
 	nc := w.alice.Conn
-	// A subject alice may read, outside her inbox: the coordinator's reply
-	// would land in the events stream as a status of her (fake) job.
 	forged := subjects.EventSubject("a", "alice", ghost, subjects.KindStatus)
-	sub, err := nc.SubscribeSync(forged)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, reply := range []string{forged, "_INBOX_alicex.1", "_INBOX_alice", "_INBOX_bob.1", "_INBOX.1", ""} {
+	for _, reply := range []string{forged, ""} {
 		mark := w.env.Logs.Len()
-		m := &nats.Msg{Subject: subjects.APISubject("alice", subjects.VerbSubmit), Reply: reply,
-			Data: []byte(`{"tag":"a","command":["true"]}`)}
+		m := &nats.Msg{Subject: subjects.APISubject("alice", subjects.VerbGet), Reply: reply,
+			Data: []byte(`{"id":"` + ghost + `"}`)}
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
-		// The coordinator drops the request before it does anything.
-		w.env.Logs.Wait(t, mark, "the request with reply "+reply+" to be dropped", func(e testenv.Entry) bool {
-			return e.Msg == "api request dropped" && e.Attrs["reply"] == reply
+		w.env.Logs.Wait(t, mark, "the request with reply "+reply+" to be handled", func(e testenv.Entry) bool {
+			return (reply == "" && e.Msg == "api request dropped") || (reply != "" && e.Msg == "api request refused" && e.Attrs["verb"] == subjects.VerbGet)
 		})
-	}
-	if m, err := sub.NextMsg(0); err == nil {
-		t.Errorf("the coordinator answered on %s: %s", m.Subject, m.Data)
-	}
-	list, err := w.admin.List(testenv.Context(t), subjects.ListRequest{})
-	if err != nil || len(list) != 0 {
-		t.Errorf("dropped requests made jobs: %v, %v", list, err)
 	}
 	s, err := w.env.CoordConn.JS.Stream(testenv.Context(t), subjects.EventsStream)
 	if err != nil {
@@ -270,8 +255,6 @@ func TestRequestReplyOutsideInbox(t *testing.T) {
 	if _, err := s.GetLastMsgForSubject(testenv.Context(t), forged); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Errorf("something was stored on %s: %v", forged, err)
 	}
-	// The same request with a proper reply is answered.
-	submit(t, w.alice, spec("a"))
 }
 
 func TestStopQueuedJob(t *testing.T) {
@@ -472,5 +455,41 @@ func TestNewAndRegisterIdempotent(t *testing.T) {
 	}
 	if err := co.Register(ctx, "/nonexistent.creds"); err == nil {
 		t.Error("Register of a missing file succeeded")
+	}
+}
+
+// Reader slot names repeat across the events and audit streams: releasing
+// one reader leaves the other stream's alone.
+func TestReleaseTakesOnlyItsStream(t *testing.T) {
+	w := newWorld(t)
+	r := submit(t, w.admin, spec("a"))
+	ask := func(verb, body string) subjects.Reply {
+		t.Helper()
+		m, err := w.admin.Request(subjects.APISubject("admin", verb), []byte(body), testenv.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply subjects.Reply
+		if err := json.Unmarshal(m.Data, &reply); err != nil || reply.Error != nil {
+			t.Fatalf("%s %s: %s, %v", verb, body, m.Data, err)
+		}
+		return reply
+	}
+	events := ask(subjects.VerbRead, `{"job":"`+r.ID+`"}`).Reader
+	audit := ask(subjects.VerbRead, `{"audit":true}`).Reader
+	if events == nil || audit == nil || events.Consumer != audit.Consumer {
+		t.Fatalf("readers %+v and %+v; want the same slot on both streams", events, audit)
+	}
+	ask(subjects.VerbRelease, `{"consumer":"`+events.Consumer+`"}`)
+	ctx := testenv.Context(t)
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.EventsStream, events.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the events reader after its release: %v", err)
+	}
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.AuditStream, audit.Consumer); err != nil {
+		t.Errorf("releasing the events reader took the audit reader too: %v", err)
+	}
+	ask(subjects.VerbRelease, `{"stream":"OUTPOST_AUDIT","consumer":"`+audit.Consumer+`"}`)
+	if _, err := w.env.CoordConn.JS.Consumer(ctx, subjects.AuditStream, audit.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the audit reader after its release: %v", err)
 	}
 }

@@ -78,9 +78,36 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics)
 	c.timed.Store(1) // unknown until the first sweep
 	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
+	if err := c.publishAccounts(ctx); err != nil {
+		return nil, err
+	}
 	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
+	// A cluster that has just come up may not have placed the account's
+	// JetStream yet: wait for it (within ctx) rather than fail.
+	for setupRetry(err) && ctx.Err() == nil {
+		c.log.Info("waiting for JetStream", "err", err)
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		jobs, creds, err = ensureStreams(ctx, c.js, c.limits)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
+	}
+	// The buckets' streams, just made on a cluster, answer once they have
+	// leaders.
+	for _, kv := range []jetstream.KeyValue{jobs, creds} {
+		for {
+			_, err := kv.Get(ctx, "ready")
+			if !jetStreamStarting(err) || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
 	}
 	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
@@ -98,6 +125,42 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}
 	return c, nil
+}
+
+// jetStreamStarting reports whether err says JetStream is not there yet,
+// as it says for a moment while a cluster forms.
+func jetStreamStarting(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// setupRetry reports whether setting up the streams may work on a second
+// try: besides JetStream not being there yet, a cluster that has just
+// formed can fail to place a new stream on a member for a moment.
+func setupRetry(err error) bool {
+	var apiErr *jetstream.APIError
+	return jetStreamStarting(err) || (errors.As(err, &apiErr) && apiErr.Code >= 500)
+}
+
+// publishAccounts pushes every credential account the data directory
+// holds to the servers. An embedded server reads them from there itself,
+// but a stock server or cluster that the coordinator attaches to learns of
+// accounts made offline ('coordinator init') only this way.
+func (c *Coordinator) publishAccounts(ctx context.Context) error {
+	if c.sys == nil {
+		return nil
+	}
+	accts, err := c.auth.CredentialAccounts()
+	if err != nil {
+		return err
+	}
+	accts[c.auth.WorkPublicKey()] = c.auth.AccountJWTs()[c.auth.WorkPublicKey()]
+	for pub, tok := range accts {
+		if err := pushAccount(ctx, c.sys, pub, tok); err != nil {
+			return fmt.Errorf("account %s: %w", pub, err)
+		}
+	}
+	return nil
 }
 
 func (c *Coordinator) ensureTags(ctx context.Context, tags []string) error {
@@ -122,6 +185,13 @@ func (c *Coordinator) Issue(ctx context.Context, req accounts.Request) (accounts
 	cred, err := c.auth.Issue(req)
 	if err != nil {
 		return accounts.Credential{}, err
+	}
+	// An embedded server finds the new account in the data directory; any
+	// other server learns of it here.
+	if c.sys != nil {
+		if err := pushAccount(ctx, c.sys, cred.Account, cred.AccountJWT); err != nil {
+			return accounts.Credential{}, err
+		}
 	}
 	if req.Role == accounts.RoleAgent {
 		if err := c.ensureTags(ctx, cred.Tags); err != nil {

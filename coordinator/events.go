@@ -64,10 +64,14 @@ func (c *Coordinator) applyEvent(ctx context.Context, m jetstream.Msg) error {
 	}
 	// Queued is the coordinator's own state, written straight to the record
 	// (its queued events in the stream are for readers), so a queued event
-	// here is either that echo or an agent's forgery; and no attempt past
-	// max_attempts is real but the agent's "gave up".
+	// here is either that echo or an agent's forgery: neither is worth
+	// reading the record for.
+	if ev.State == subjects.StateQueued {
+		return nil
+	}
+	// No attempt past max_attempts is real but the agent's "gave up".
 	rec, changed, err := c.jobs.update(ctx, subj.Job, func(r *subjects.Record) bool {
-		return r.Tag == subj.Tag && r.Owner == subj.Owner && ev.State != subjects.StateQueued &&
+		return r.Tag == subj.Tag && r.Owner == subj.Owner &&
 			(ev.Attempt <= r.MaxAttempts || ev.State == subjects.StateFailed) && r.Apply(ev)
 	})
 	if errors.Is(err, errNoRecord) {

@@ -30,7 +30,6 @@ func (c *Coordinator) watchPresence(ctx context.Context) (func(), error) {
 	if c.sys == nil {
 		return func() {}, nil
 	}
-	account := c.auth.WorkPublicKey()
 	var subs []*nats.Subscription
 	stop := func() {
 		for _, s := range subs {
@@ -38,7 +37,9 @@ func (c *Coordinator) watchPresence(ctx context.Context) (func(), error) {
 		}
 	}
 	for _, kind := range []string{"CONNECT", "DISCONNECT"} {
-		s, err := c.sys.Subscribe(fmt.Sprintf("$SYS.ACCOUNT.%s.%s", account, kind), func(m *nats.Msg) {
+		// Every credential has an account of its own; the key check below
+		// ties each event to the credential.
+		s, err := c.sys.Subscribe(fmt.Sprintf("$SYS.ACCOUNT.*.%s", kind), func(m *nats.Msg) {
 			// The server sends these on the system account only, so the user
 			// JWT inside is the one it accepted.
 			var ev connEvent

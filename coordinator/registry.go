@@ -92,16 +92,19 @@ type caller struct {
 
 func (c caller) hasTag(tag string) bool { return slices.Contains(c.tags, tag) }
 
-// lookup finds the caller behind an API subject's name token. The server
-// only lets a credential publish under its own name, so the token is
-// trustworthy once its shape is checked.
-func (r registry) lookup(ctx context.Context, name string) (caller, error) {
+// lookup finds the caller behind an API subject's name token, and checks
+// it against id, the identity the server stamped on the request: the name
+// must belong to that very user key in that very account.
+func (r registry) lookup(ctx context.Context, name string, id requester) (caller, error) {
 	c, err := r.get(ctx, name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return caller{}, subjects.Errorf(subjects.CodeUnknownName, "no credential named %q is registered with this coordinator", name)
 	}
 	if err != nil {
 		return caller{}, err
+	}
+	if c.PublicKey != id.User || c.Account != id.Account {
+		return caller{}, subjects.Errorf(subjects.CodeForbidden, "the request for %q came from another credential", name)
 	}
 	if c.RevokedAt != nil {
 		return caller{}, subjects.Errorf(subjects.CodeForbidden, "credential %q was revoked", name)

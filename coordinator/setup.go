@@ -65,6 +65,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  dedupWindow,
 		Replicas:    l.Replicas,
+		// Live followers in other accounts hear what was stored, once.
+		RePublish: &jetstream.RePublish{Source: subjects.EventsPrefix + ".>", Destination: subjects.LivePrefix + ".>"},
 	}, {
 		Name:        subjects.AuditStream,
 		Description: "Outpost audit trail: every API call and credential change",

@@ -20,6 +20,7 @@ import (
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/internal/testenv"
+	"github.com/outpost-run/outpost/subjects"
 )
 
 // attackCase is one attack: who makes it (the name of a credential the
@@ -31,12 +32,13 @@ type attackCase struct {
 }
 
 // TestAttackMatrix makes each attack of attackCases, by the role it suits,
-// against one coordinator, and checks each refusal concretely:
-// the permission violation the server reports for that subject, the API
-// error code, or the refused connection; and, where there is one, that the
-// forbidden effect did not happen (nothing stored, submitted, stopped,
-// issued or deleted). Credentials come from 'outpost admin ... add', except
-// for the forged ones.
+// against one coordinator, and checks each refusal concretely: the
+// permission violation the server reports for that subject, the API error
+// code, the refused connection, or, where the target does not exist in the
+// attacker's own account, that it is intact and nothing reached it; and,
+// where there is one, that the forbidden effect did not happen (nothing
+// stored, submitted, stopped, issued, made or deleted). Credentials come
+// from 'outpost admin ... add', except for the forged ones.
 func TestAttackMatrix(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -67,6 +69,16 @@ func TestAttackMatrix(t *testing.T) {
 		t.Errorf("a forged submit ran: %s exists", w.mark)
 	}
 	w.requireNoNewJobs(t)
+	// No redirected event reached a listener later, either.
+	w.requireUnheard(t, w.aliceJob, w.bJob)
+	// Every reader consumer the attacks were given was released.
+	for _, stream := range []string{"OUTPOST_EVENTS", "OUTPOST_AUDIT"} {
+		for _, name := range w.consumers(t, stream) {
+			if strings.HasPrefix(name, "r_") {
+				t.Errorf("reader consumer %s of %s outlived its case", name, stream)
+			}
+		}
+	}
 }
 
 // world is what the attacks run against: a coordinator with its local
@@ -83,6 +95,9 @@ type world struct {
 	root  *natsConn // the coordinator's own credential: sees everything
 	admin *natsConn
 	creds map[string]string // name -> creds file
+	// slots hands out each reader's consumer slots to the cases running at
+	// once, so that no case is refused for want of a free slot.
+	slots map[string]chan struct{}
 
 	bobRunning string // bob's job, running until gate exists; prints nothing before
 	bobDone    string // bob's finished job
@@ -100,18 +115,21 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	c := startCoordinator(t, coordOptions{})
-	w := &world{c: c, creds: map[string]string{}}
+	w := &world{c: c, creds: map[string]string{}, slots: map[string]chan struct{}{}}
 	w.creds["agent-b"] = c.issue(t, "agent", "agent-b", "--tag", "b")
 	w.creds["alice"] = c.issue(t, "user", "alice", "--tag", "local")
 	w.creds["bob"] = c.issue(t, "user", "bob", "--tag", "local")
 	w.creds["watcher"] = c.issue(t, "observer", "watcher", "--tag", "b")
 	w.creds["mallory"] = c.issue(t, "user", "mallory", "--tag", "local")
+	for _, reader := range []string{"alice", "bob", "watcher"} {
+		w.slots[reader] = make(chan struct{}, subjects.ReaderSlots)
+	}
 	w.root = dialNATS(t, c.url, c.creds("coordinator"), "_INBOX_coordinator")
 	w.admin = dialNATS(t, c.url, c.creds("admin"), "_INBOX_admin")
 
 	dir := t.TempDir()
 	w.gate, w.mark = filepath.Join(dir, "gate"), filepath.Join(dir, "forged-submit-ran")
-	bob := c.as("bob").with(w.creds["bob"])
+	bob := w.session("bob")
 	w.bobRunning = bob.submit(t, "--tag", "local", "--env", "GATE="+w.gate, "--",
 		"sh", "-c", `while [ ! -e "$GATE" ]; do sleep 0.02; done; echo bob done`)
 	w.bobDone = bob.submit(t, "--tag", "local", "--", "echo", "bob's secret")
@@ -119,8 +137,7 @@ func newWorld(t *testing.T) *world {
 	// a submit spec and a stop request for bob's job.
 	submit := fmt.Sprintf(`{"tag":"local","command":["touch",%q]}`, w.mark)
 	stop := fmt.Sprintf(`{"action":"stop","job":%q,"force":true}`, w.bobRunning)
-	alice := c.as("alice").with(w.creds["alice"])
-	w.aliceJob = alice.submit(t, "--tag", "local", "--", "sh", "-c", `echo "$1"; echo "$2"`, "sh", submit, stop)
+	w.aliceJob = w.session("alice").submit(t, "--tag", "local", "--", "sh", "-c", `echo "$1"; echo "$2"`, "sh", submit, stop)
 	w.bJob = c.admin.submit(t, "--tag", "b", "--", "true")
 	for _, id := range []string{w.bobDone, w.aliceJob} {
 		if rec := c.admin.waitState(t, id); rec.State != "succeeded" {
@@ -157,11 +174,7 @@ func attackCases() []attackCase {
 	})
 	add("agent-b", "publishes a log line of another tag's job", func(t *testing.T, w *world) {
 		subj := "outpost.ev.local.bob." + w.bobRunning + ".log"
-		m := nats.NewMsg(subj)
-		m.Header.Set("Outpost-Stream", "stdout")
-		m.Header.Set("Outpost-Attempt", "1")
-		m.Header.Set("Outpost-Seq", "1")
-		m.Data = []byte("forged\n")
+		m := logLine(subj, "forged\n")
 		w.pubDenied(t, "agent-b", m)
 		if n := w.stored(t, "OUTPOST_EVENTS", subj); n != 0 {
 			t.Errorf("%d messages stored on %s; bob's job has printed nothing", n, subj)
@@ -176,6 +189,38 @@ func attackCases() []attackCase {
 			t.Errorf("%d status events stored for bob's job, want 2 (queued, running)", n)
 		}
 		w.requireBobRunning(t)
+	})
+	add("agent-b", "stamps its own tag's event with another credential's identity", func(t *testing.T, w *world) {
+		// The events reach OUTPOST through the agent's import, and the
+		// server stamps each with the account it came from, over any stamp
+		// the agent wrote itself.
+		subj := "outpost.ev.b.admin." + w.bJob + ".log"
+		m := logLine(subj, "stamped\n")
+		admin := w.record(t, "admin")
+		m.Header.Set("Nats-Request-Info", fmt.Sprintf(`{"acc":%q,"user":%q}`, admin.Account, admin.PublicKey))
+		m.Header.Set("Nats-Msg-Id", "stamp-"+w.bJob)
+		nc := w.conn(t, "agent-b")
+		if _, err := nc.js.PublishMsg(ctxT(t), m); err != nil {
+			t.Fatalf("publish on its own tag: %v (async errors %q)", err, nc.asyncErrors())
+		}
+		s, err := w.root.js.Stream(ctxT(t), "OUTPOST_EVENTS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := s.GetLastMsgForSubject(ctxT(t), subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No stamp, or the server's own: agent-b's account, and no user.
+		if stamp := stored.Header.Get("Nats-Request-Info"); stamp != "" {
+			var id struct {
+				Account string `json:"acc"`
+				User    string `json:"user"`
+			}
+			if err := json.Unmarshal([]byte(stamp), &id); err != nil || id.Account != w.record(t, "agent-b").Account || id.User != "" {
+				t.Errorf("the stored event is stamped %s, want agent-b's own account and no user", stamp)
+			}
+		}
 	})
 	add("agent-b", "publishes a heartbeat on another tag", func(t *testing.T, w *world) {
 		w.pubDenied(t, "agent-b", nats.NewMsg("outpost.hb.local.agent-b"))
@@ -194,6 +239,9 @@ func attackCases() []attackCase {
 	})
 	add("agent-b", "listens to the whole job queue", func(t *testing.T, w *world) {
 		w.subDenied(t, "agent-b", "outpost.jobs.>")
+	})
+	add("agent-b", "follows another tag's events live", func(t *testing.T, w *world) {
+		w.subDenied(t, "agent-b", "outpost.live.local.>")
 	})
 	add("agent-b", "creates a stream", func(t *testing.T, w *world) {
 		nc := w.conn(t, "agent-b")
@@ -283,6 +331,10 @@ func attackCases() []attackCase {
 		w.reqDenied(t, "agent-b", "outpost.api.agent-b.submit", `{"tag":"b","command":["true"]}`)
 		w.requireNoNewJobs(t)
 	})
+	add("agent-b", "asks the coordinator for a reader consumer", func(t *testing.T, w *world) {
+		w.reqDenied(t, "agent-b", "outpost.api.agent-b.read", `{"job":"`+w.bJob+`"}`)
+		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_agent-b_1")
+	})
 	add("agent-b", "reads the credentials bucket", func(t *testing.T, w *world) {
 		w.subDenied(t, "agent-b", "$KV.outpost_creds.>")
 		w.reqDenied(t, "agent-b", "$JS.API.DIRECT.GET.KV_outpost_creds.$KV.outpost_creds.admin", "")
@@ -295,6 +347,25 @@ func attackCases() []attackCase {
 	add("alice", "submits as another user", func(t *testing.T, w *world) {
 		w.reqDenied(t, "alice", "outpost.api.bob.submit", `{"tag":"local","command":["touch","`+w.mark+`"]}`)
 		w.requireNoNewJobs(t)
+	})
+	add("alice", "forges the requester stamp of an API request", func(t *testing.T, w *world) {
+		// The server writes the stamp of a request that crosses into
+		// OUTPOST itself: alice's claim to be the admin is overwritten, and
+		// she is answered as herself.
+		admin := w.record(t, "admin")
+		m := nats.NewMsg("outpost.api.alice.creds")
+		m.Header.Set("Nats-Request-Info", fmt.Sprintf(`{"acc":%q,"user":%q}`, admin.Account, admin.PublicKey))
+		m.Data = []byte(`{}`)
+		nc := w.conn(t, "alice")
+		resp, err := nc.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatalf("request: %v (async errors %q)", err, nc.asyncErrors())
+		}
+		var reply apiReply
+		if err := json.Unmarshal(resp.Data, &reply); err != nil {
+			t.Fatalf("reply: %v\n%s", err, resp.Data)
+		}
+		requireAPIError(t, reply, "forbidden", `user "alice" may not manage credentials`)
 	})
 	add("alice", "reads another user's job", func(t *testing.T, w *world) {
 		reply := w.call(t, "alice", "get", `{"id":"`+w.bobDone+`"}`)
@@ -309,33 +380,38 @@ func attackCases() []attackCase {
 			t.Errorf("alice listing bob's jobs got %+v (error %+v), want an empty list", reply.Jobs, reply.Error)
 		}
 	})
-	add("alice", "replays another user's job through a reader consumer", func(t *testing.T, w *world) {
-		f := "outpost.ev.*.bob." + w.bobDone + ".>"
+	add("alice", "creates a reader consumer over another user's job", func(t *testing.T, w *world) {
+		f := "outpost.ev.*.bob." + w.bobRunning + ".>"
 		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_1."+f, readerBody("r_alice_1", f, ""))
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_alice_1")
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
+	})
+	add("alice", "asks the coordinator to read another user's job", func(t *testing.T, w *world) {
+		nc := w.conn(t, "alice")
+		rd := w.read(t, nc, "alice", `{"job":"`+w.bobDone+`"}`)
+		if rd.Stream != "OUTPOST_EVENTS" || rd.Pending != 0 {
+			t.Errorf("alice's reader over bob's job: %+v, want an empty one on OUTPOST_EVENTS", rd)
+		}
+		if cfg := w.requireConsumer(t, rd.Stream, rd.Consumer); cfg.FilterSubject != "outpost.ev.*.alice."+w.bobDone+".>" || cfg.DeliverSubject != "" {
+			t.Errorf("alice's reader filters %q (deliver subject %q), want her own jobs only, pulled", cfg.FilterSubject, cfg.DeliverSubject)
+		}
+		if msgs, status := pullHere(t, nc, rd, 1); len(msgs) != 0 || status != "404" {
+			t.Errorf("alice's pull over bob's job: %d messages, status %s; want none, 404", len(msgs), status)
+		}
+		w.holdSlot(t, "alice")
 		if r := w.session("alice").outpost(t, "logs", w.bobDone); r.code == 0 || r.stdout != "" || !strings.Contains(r.stderr, "no events visible to alice") {
 			t.Errorf("outpost logs of bob's job as alice:\n%s", r)
 		}
 	})
-	add("alice", "names her own scope in the subject and another's in the body", func(t *testing.T, w *world) {
-		nc := w.conn(t, "alice")
-		resp := jsRequest(t, nc, "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_2.outpost.ev.*.alice."+w.bobDone+".>",
-			readerBody("r_alice_2", "outpost.ev.*.bob."+w.bobDone+".>", ""))
-		if resp.Error == nil || resp.Error.ErrCode != 10131 {
-			t.Errorf("consumer create with a filter outside the subject's: %+v, want error 10131", resp)
-		}
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_alice_2")
+	add("alice", "creates her pinned consumer with another user's filter in the body", func(t *testing.T, w *world) {
+		f := "outpost.ev.*.bob." + w.bobRunning + ".>"
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_2.outpost.ev.*.alice."+w.bobRunning+".>", readerBody("r_alice_2", f, ""))
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
 	})
 	add("alice", "names another reader's consumer as the durable", func(t *testing.T, w *world) {
-		nc := w.conn(t, "alice")
-		f := "outpost.ev.*.alice." + w.aliceJob + ".>"
+		f := "outpost.ev.*.alice." + w.aliceJob + ".status"
 		body := strings.Replace(readerBody("r_alice_3", f, ""), `"name":"r_alice_3"`, `"durable_name":"r_bob_1"`, 1)
-		resp := jsRequest(t, nc, "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, body)
-		if resp.Error == nil || resp.Error.ErrCode != 10017 {
-			t.Errorf("consumer create with durable r_bob_1 under r_alice_3's subject: %+v, want error 10017", resp)
-		}
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_bob_1")
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_alice_3")
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, body)
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
 	})
 	add("alice", "stops another user's job", func(t *testing.T, w *world) {
 		reply := w.call(t, "alice", "stop", `{"id":"`+w.bobRunning+`","force":true}`)
@@ -350,12 +426,9 @@ func attackCases() []attackCase {
 	}
 	for _, subj := range []string{"outpost.api.alice.bob.submit", "outpost.api.alice.submit.x"} {
 		add("alice", "publishes an API request on the dotted "+subj, func(t *testing.T, w *world) {
-			// Her permission covers it, but no coordinator listens there.
-			nc := w.conn(t, "alice")
-			_, err := nc.Request(subj, []byte(`{"tag":"local","command":["touch","`+w.mark+`"]}`), 10*time.Second)
-			if !errors.Is(err, nats.ErrNoResponders) {
-				t.Errorf("request on %s: %v, want no responders", subj, err)
-			}
+			// Her account imports, and her permission allows, one verb
+			// token after her name.
+			w.reqDenied(t, "alice", subj, `{"tag":"local","command":["touch","`+w.mark+`"]}`)
 			w.requireNoNewJobs(t)
 		})
 	}
@@ -363,39 +436,81 @@ func attackCases() []attackCase {
 		add("alice", "creates a consumer named "+name, func(t *testing.T, w *world) {
 			f := "outpost.ev.*.alice.>"
 			w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS."+name+"."+f, readerBody(name, f, ""))
-			w.requireNoConsumer(t, "OUTPOST_EVENTS", name)
+			w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
 		})
 	}
 	add("alice", "smuggles a full wildcard into her filter", func(t *testing.T, w *world) {
-		// Her permission's '*' matches a literal '>' token, so the request
-		// gets through; the server refuses the filter itself.
-		nc := w.conn(t, "alice")
 		f := "outpost.ev.>.alice.>"
-		if resp := jsRequest(t, nc, "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, readerBody("r_alice_3", f, "")); resp.Error == nil {
-			t.Errorf("consumer create with filter %s succeeded", f)
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, readerBody("r_alice_3", f, ""))
+		// The coordinator builds the filter itself, from a job ID it checks.
+		for _, job := range []string{">", "*", w.bobDone + ".>", "*.bob." + w.bobDone} {
+			reply := w.call(t, "alice", "read", `{"job":"`+job+`"}`)
+			requireAPIError(t, reply, "bad_request", "job ID")
 		}
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_alice_3")
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
 	})
 	add("alice", "adds another user's filter in filter_subjects", func(t *testing.T, w *world) {
-		nc := w.conn(t, "alice")
 		f := "outpost.ev.*.alice." + w.aliceJob + ".>"
 		body := strings.Replace(readerBody("r_alice_3", f, ""), `"filter_subject":`, `"filter_subjects":["outpost.ev.*.bob.>"],"filter_subject":`, 1)
-		if resp := jsRequest(t, nc, "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, body); resp.Error == nil {
-			t.Errorf("consumer create with bob's filter in filter_subjects succeeded")
-		}
-		w.requireNoConsumer(t, "OUTPOST_EVENTS", "r_alice_3")
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_3."+f, body)
+		// A read request takes no filter of the reader's.
+		reply := w.call(t, "alice", "read", `{"job":"`+w.aliceJob+`","filter_subjects":["outpost.ev.*.bob.>"]}`)
+		requireAPIError(t, reply, "bad_request", "filter_subjects")
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", "outpost.ev.*.bob.>", "")
 	})
 	add("alice", "creates a consumer through the legacy subjects", func(t *testing.T, w *world) {
 		f := "outpost.ev.*.bob.>"
 		body := readerBody("r_alice_1", f, "")
 		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS", body)
 		w.reqDenied(t, "alice", "$JS.API.CONSUMER.DURABLE.CREATE.OUTPOST_EVENTS.r_alice_1", strings.Replace(body, `"name"`, `"durable_name"`, 1))
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
 	})
 	add("alice", "pulls from another reader's consumer", func(t *testing.T, w *world) {
 		w.reqDenied(t, "alice", "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_EVENTS.r_bob_1", `{"batch":1,"expires":1000000000}`)
 	})
-	add("alice", "follows another user's events live", func(t *testing.T, w *world) {
+	add("alice", "pulls from the agents' consumer", func(t *testing.T, w *world) {
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_JOBS.agents-local", `{"batch":1,"no_wait":true}`)
+	})
+	add("alice", "asks JetStream about her consumer", func(t *testing.T, w *world) {
+		// Her account imports no JetStream API, so the server answers for
+		// her own account, which has no JetStream, not for OUTPOST's.
+		nc := w.conn(t, "alice")
+		rd := w.read(t, nc, "alice", `{"job":"`+w.aliceJob+`"}`)
+		m, err := nc.Request("$JS.API.CONSUMER.INFO."+rd.Stream+"."+rd.Consumer, nil, 10*time.Second)
+		if err != nil {
+			t.Fatalf("consumer info: %v (async errors %q)", err, nc.asyncErrors())
+		}
+		requireJSError(t, m, 10039)
+	})
+	add("alice", "releases another reader's consumer", func(t *testing.T, w *world) {
+		bob := w.conn(t, "bob")
+		rd := w.read(t, bob, "bob", `{"job":"`+w.bobDone+`"}`)
+		reply := w.call(t, "alice", "release", `{"consumer":"`+rd.Consumer+`"}`)
+		requireAPIError(t, reply, "bad_request", "is not one of your reader consumers")
+		w.requireConsumer(t, rd.Stream, rd.Consumer)
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_EVENTS."+rd.Consumer, `{"batch":1,"no_wait":true}`)
+		// Bob's reader still gives him his job's events, from the first.
+		if rd.Pending == 0 {
+			t.Fatal("bob's reader over his finished job holds nothing")
+		}
+		if first := pullAll(t, bob, rd.Stream, rd.Consumer, rd.Pending)[0]; first.Subject != "outpost.ev.local.bob."+w.bobDone+".status" {
+			t.Errorf("bob's reader gave %s first, want his job's queued status", first.Subject)
+		}
+	})
+	add("alice", "releases the coordinator's and the agents' consumers", func(t *testing.T, w *world) {
+		for _, name := range []string{"coordinator", "agents-local"} {
+			reply := w.call(t, "alice", "release", `{"consumer":"`+name+`"}`)
+			requireAPIError(t, reply, "bad_request", "is not one of your reader consumers")
+		}
+		w.requireConsumer(t, "OUTPOST_EVENTS", "coordinator")
+		w.requireConsumer(t, "OUTPOST_JOBS", "agents-local")
+	})
+	add("alice", "follows another user's events", func(t *testing.T, w *world) {
 		w.subDenied(t, "alice", "outpost.ev.local.bob.>")
+	})
+	add("alice", "follows another user's events live", func(t *testing.T, w *world) {
+		w.subDenied(t, "alice", "outpost.live.local.bob.>")
+		w.subDenied(t, "alice", "outpost.live.local.*.>")
 	})
 	add("alice", "listens to every API request", func(t *testing.T, w *world) {
 		w.subDenied(t, "alice", "outpost.api.>")
@@ -409,6 +524,12 @@ func attackCases() []attackCase {
 	add("alice", "reads the audit trail", func(t *testing.T, w *world) {
 		f := "outpost.audit.>"
 		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_AUDIT.r_alice_1."+f, readerBody("r_alice_1", f, ""))
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_AUDIT.r_alice_1", `{"batch":1,"no_wait":true}`)
+	})
+	add("alice", "asks the coordinator to read the audit trail", func(t *testing.T, w *world) {
+		reply := w.call(t, "alice", "read", `{"audit":true}`)
+		requireAPIError(t, reply, "forbidden", "may not read the audit trail")
+		w.requireNoConsumer(t, "OUTPOST_AUDIT", "r_alice_1")
 	})
 	add("alice", "submits to a tag she does not hold", func(t *testing.T, w *world) {
 		reply := w.call(t, "alice", "submit", `{"tag":"b","command":["touch","`+w.mark+`"]}`)
@@ -444,24 +565,58 @@ func attackCases() []attackCase {
 
 	// --- An observer of tag b: reads only, and only tag b.
 	add("watcher", "submits a job", func(t *testing.T, w *world) {
-		w.reqDenied(t, "watcher", "outpost.api.watcher.submit", `{"tag":"b","command":["true"]}`)
+		reply := w.call(t, "watcher", "submit", `{"tag":"b","command":["touch","`+w.mark+`"]}`)
+		requireAPIError(t, reply, "forbidden", "may not call submit")
 		w.requireNoNewJobs(t)
 	})
 	add("watcher", "stops a job of its tag", func(t *testing.T, w *world) {
-		w.reqDenied(t, "watcher", "outpost.api.watcher.stop", `{"id":"`+w.bJob+`","force":true}`)
+		reply := w.call(t, "watcher", "stop", `{"id":"`+w.bJob+`","force":true}`)
+		requireAPIError(t, reply, "forbidden", "may not call stop")
 		if rec := w.get(t, w.bJob); rec.State != "queued" || rec.StopRequested {
 			t.Errorf("the job of tag b after the observer's stop: %+v", rec)
 		}
 	})
+	add("watcher", "issues a credential", func(t *testing.T, w *world) {
+		reply := w.call(t, "watcher", "issue", `{"name":"watcher2","role":"admin"}`)
+		requireAPIError(t, reply, "forbidden", "may not call issue")
+		w.requireNoNewCreds(t, "watcher2")
+	})
+	add("watcher", "calls the API under another name", func(t *testing.T, w *world) {
+		w.reqDenied(t, "watcher", "outpost.api.admin.creds", `{}`)
+	})
+	add("watcher", "reads job records, its tag's or another's", func(t *testing.T, w *world) {
+		// Records hold a job's env and stdin, which are its owner's:
+		// observers read events, through 'read', and nothing else.
+		for _, id := range []string{w.bobDone, w.bJob} {
+			reply := w.call(t, "watcher", "get", `{"id":"`+id+`"}`)
+			requireAPIError(t, reply, "forbidden", "may not call get")
+		}
+		reply := w.call(t, "watcher", "list", `{"tag":"b"}`)
+		requireAPIError(t, reply, "forbidden", "may not call list")
+	})
 	add("watcher", "replays a tag it may not read", func(t *testing.T, w *world) {
 		f := "outpost.ev.local.>"
 		w.reqDenied(t, "watcher", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_watcher_1."+f, readerBody("r_watcher_1", f, ""))
-		if r := w.session("watcher").outpost(t, "logs", "--tag", "local", w.bobDone); r.code == 0 || r.stdout != "" {
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "")
+		nc := w.conn(t, "watcher")
+		rd := w.read(t, nc, "watcher", `{"job":"`+w.bobDone+`"}`)
+		if rd.Pending != 0 {
+			t.Errorf("the observer of b was given a reader over a job of tag local holding %d messages", rd.Pending)
+		}
+		if cfg := w.requireConsumer(t, rd.Stream, rd.Consumer); cfg.FilterSubject != "outpost.ev.b.*."+w.bobDone+".>" {
+			t.Errorf("the observer's reader filters %q, want its tag only", cfg.FilterSubject)
+		}
+		if msgs, status := pullHere(t, nc, rd, 1); len(msgs) != 0 || status != "404" {
+			t.Errorf("the observer's pull over a job of tag local: %d messages, status %s; want none, 404", len(msgs), status)
+		}
+		w.holdSlot(t, "watcher")
+		if r := w.session("watcher").outpost(t, "logs", w.bobDone); r.code == 0 || r.stdout != "" {
 			t.Errorf("outpost logs of a job of tag local as the observer of b:\n%s", r)
 		}
 	})
 	add("watcher", "follows a tag it may not read", func(t *testing.T, w *world) {
 		w.subDenied(t, "watcher", "outpost.ev.local.>")
+		w.subDenied(t, "watcher", "outpost.live.local.>")
 	})
 	add("watcher", "pulls from the coordinator's consumer", func(t *testing.T, w *world) {
 		w.reqDenied(t, "watcher", "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_EVENTS.coordinator", `{"batch":1,"expires":1000000000}`)
@@ -475,38 +630,66 @@ func attackCases() []attackCase {
 	})
 
 	// --- Readers redirecting stored messages onto subjects that act
-	// (NATS-NOTES point 5): the server delivers them, the listeners ignore
-	// them. Each case has a slot and a filter of its own, so the ignored
-	// deliveries it waits for in the logs are its own.
+	// (NATS-NOTES point 5). A pull's reply subject is read in the reader's
+	// own account, where only its imports exist: what lands on its own API
+	// import, or on a subject it does not import, never reaches a listener
+	// in OUTPOST. Push consumers, whose deliver subject would be OUTPOST's,
+	// cannot be made at all. Each case reads through a consumer of its own.
 	add("alice", "redirects her replay into the API with a pull request's reply subject", func(t *testing.T, w *world) {
-		f := "outpost.ev.*.alice." + w.aliceJob + ".log"
-		w.redirect(t, "alice", "r_alice_1", f, "outpost.api.alice.submit", false)
-		w.waitLog(t, `msg="api request dropped" subject=outpost.ev.local.alice.`+w.aliceJob+`.log`)
+		w.redirectReplay(t, "alice", w.aliceJob, "outpost.api.alice.submit")
 		w.requireNoNewJobs(t)
+	})
+	add("alice", "redirects her replay onto another user's stop with a pull request's reply subject", func(t *testing.T, w *world) {
+		if sent := w.redirectReplay(t, "alice", w.aliceJob, "outpost.api.bob.stop"); sent != 0 {
+			t.Errorf("%d messages sent to bob's API, which nothing in alice's account hears", sent)
+		}
+		w.requireBobRunning(t)
 	})
 	add("alice", "redirects her replay onto another user's stop with a push consumer", func(t *testing.T, w *world) {
 		f := "outpost.ev.*.alice." + w.aliceJob + ".status"
-		w.redirect(t, "alice", "r_alice_2", f, "outpost.api.bob.stop", true)
-		w.waitLog(t, `msg="api request dropped" subject=outpost.ev.local.alice.`+w.aliceJob+`.status`)
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_2."+f, readerBody("r_alice_2", f, "outpost.api.bob.stop"))
+		reply := w.call(t, "alice", "read", `{"job":"`+w.aliceJob+`","deliver_subject":"outpost.api.bob.stop"}`)
+		requireAPIError(t, reply, "bad_request", "deliver_subject")
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, "outpost.api.bob.stop")
 		w.requireBobRunning(t)
 	})
 	add("alice", "redirects her replay onto a control subject with a pull request's reply subject", func(t *testing.T, w *world) {
-		f := "outpost.ev.*.alice." + w.aliceJob + ".log"
-		w.redirect(t, "alice", "r_alice_3", f, "outpost.ctl.local."+w.bobRunning, false)
-		w.waitLog(t, `msg="ignored control message" agent=local-agent subject=outpost.ev.local.alice.`+w.aliceJob+`.log`)
+		if sent := w.redirectReplay(t, "alice", w.aliceJob, "outpost.ctl.local."+w.bobRunning); sent != 0 {
+			t.Errorf("%d messages sent to a control subject, which nothing in alice's account hears", sent)
+		}
 		w.requireBobRunning(t)
 	})
 	add("alice", "redirects her replay onto a control subject with a push consumer", func(t *testing.T, w *world) {
-		f := "outpost.ev.*.alice." + w.aliceJob + ".status"
-		w.redirect(t, "alice", "r_alice_4", f, "outpost.ctl.local."+w.bobRunning, true)
-		w.waitLog(t, `msg="ignored control message" agent=local-agent subject=outpost.ev.local.alice.`+w.aliceJob+`.status`)
+		f := "outpost.ev.*.alice." + w.aliceJob + ".log"
+		target := "outpost.ctl.local." + w.bobRunning
+		w.reqDenied(t, "alice", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_4."+f, readerBody("r_alice_4", f, target))
+		w.requireNoConsumerWith(t, "OUTPOST_EVENTS", f, target)
 		w.requireBobRunning(t)
 	})
-	add("watcher", "redirects its replay into the admin's API", func(t *testing.T, w *world) {
-		f := "outpost.ev.b.>"
-		w.redirect(t, "watcher", "r_watcher_2", f, "outpost.api.admin.submit", false)
-		w.waitLog(t, `msg="api request dropped" subject=outpost.ev.b.admin.`+w.bJob+`.status`)
+	add("alice", "aims the coordinator's reply back into the API", func(t *testing.T, w *world) {
+		// The reply crosses back into her account, onto her own API import:
+		// a loop through one export, which the server cuts. Were it to
+		// arrive, it would carry no reply subject, and the coordinator
+		// drops requests without one.
+		const probe = "0000000000000000000000loop"
+		nc := w.conn(t, "alice")
+		if err := nc.PublishRequest("outpost.api.alice.get", "outpost.api.alice.submit", []byte(`{"id":"`+probe+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		w.waitLog(t, `verb=get code=not_found msg="no job `+probe)
 		w.requireNoNewJobs(t)
+		if strings.Contains(w.c.proc.stderr.String(), `msg="api request dropped" subject=outpost.api.alice.submit `) {
+			t.Log("the looped reply reached the coordinator, which dropped it")
+		}
+	})
+	add("watcher", "redirects its replay into the admin's API", func(t *testing.T, w *world) {
+		if sent := w.redirectReplay(t, "watcher", w.bJob, "outpost.api.admin.submit"); sent != 0 {
+			t.Errorf("%d messages sent to the admin's API, which nothing in the observer's account hears", sent)
+		}
+		w.requireNoNewJobs(t)
+	})
+	add("watcher", "redirects its replay into its own API", func(t *testing.T, w *world) {
+		w.redirectReplay(t, "watcher", w.bJob, "outpost.api.watcher.read")
 	})
 
 	// --- Credentials that must not get in at all.
@@ -566,19 +749,20 @@ func attackCases() []attackCase {
 		// rather than an authorization violation; the refusal is what counts.
 		requireRefused(t, w.c.url, writeCreds(t, cred.Creds))
 	})
-	add("forger", "connects with a JWT naming this account, signed by another deployment's role key", func(t *testing.T, w *world) {
-		other := foreignAuthority(t)
-		uc := decodeUser(t, readFile(t, w.creds["alice"]))
+	add("forger", "connects with a JWT naming alice's account, signed by another deployment's account key", func(t *testing.T, w *world) {
+		creds := readFile(t, w.creds["alice"])
+		uc := decodeUser(t, creds)
 		uc.Tags.Add("pool:b")
+		uc.IssuerAccount = uc.Issuer
+		w.requireForgeryRefused(t, creds, uc, foreignKey(t, "OUTPOST"))
+	})
+	add("forger", "connects with a JWT naming the OUTPOST account, signed by another deployment's account key", func(t *testing.T, w *world) {
+		// OUTPOST holds JetStream: a user of it could reach every stream.
+		creds := readFile(t, w.creds["alice"])
+		uc := decodeUser(t, creds)
 		uc.IssuerAccount = workAccount(t, w.c.data)
-		tok, err := uc.Encode(roleKeyOf(t, other.Dir(), accounts.RoleUser))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = requireRefused(t, w.c.url, writeCreds(t, withJWT(t, readFile(t, w.creds["alice"]), tok)))
-		if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
-			t.Errorf("refused with %v, want an authorization violation", err)
-		}
+		uc.Permissions = jwt.Permissions{}
+		w.requireForgeryRefused(t, creds, uc, foreignKey(t, "OUTPOST"))
 	})
 	add("forger", "connects with a creds file whose tag was edited", func(t *testing.T, w *world) {
 		creds := readFile(t, w.creds["alice"])
@@ -721,23 +905,51 @@ func (w *world) requireNoNewJobs(t *testing.T) {
 	}
 }
 
+// credential is the public record of a credential, as the admin API
+// shows it.
+type credential struct {
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Tags      []string `json:"tags"`
+	PublicKey string   `json:"public_key"`
+	Account   string   `json:"account"`
+}
+
+func (w *world) credRecords(t *testing.T) []credential {
+	t.Helper()
+	m, err := w.admin.Request("outpost.api.admin.creds", []byte(`{}`), 10*time.Second)
+	if err != nil {
+		t.Fatalf("creds: %v", err)
+	}
+	var r struct {
+		Credentials []credential `json:"credentials"`
+		Error       *apiError    `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Error != nil {
+		t.Fatalf("creds: %v %+v\n%s", err, r.Error, m.Data)
+	}
+	return r.Credentials
+}
+
+// record is the named credential's record.
+func (w *world) record(t *testing.T, name string) credential {
+	t.Helper()
+	for _, c := range w.credRecords(t) {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no credential %s", name)
+	return credential{}
+}
+
 // credList sums up every credential record: what was signed, not when it
 // was last seen.
 func (w *world) credList(t *testing.T) string {
 	t.Helper()
-	r := w.c.admin.mustOutpost(t, "admin", "ls", "-o", "json")
-	var creds []struct {
-		Name      string   `json:"name"`
-		Role      string   `json:"role"`
-		Tags      []string `json:"tags"`
-		PublicKey string   `json:"public_key"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &creds); err != nil {
-		t.Fatalf("admin ls -o json: %v\n%s", err, r.stdout)
-	}
 	var lines []string
-	for _, c := range creds {
-		lines = append(lines, fmt.Sprintf("%s %s %v %s", c.Name, c.Role, c.Tags, c.PublicKey))
+	for _, c := range w.credRecords(t) {
+		lines = append(lines, fmt.Sprintf("%s %s %v %s %s", c.Name, c.Role, c.Tags, c.PublicKey, c.Account))
 	}
 	return strings.Join(lines, "\n")
 }
@@ -755,7 +967,7 @@ func (w *world) requireNoNewCreds(t *testing.T, names ...string) {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -777,36 +989,77 @@ func (w *world) stored(t *testing.T, stream, subject string) uint64 {
 
 func (w *world) requireStream(t *testing.T, name string) jetstream.StreamConfig {
 	t.Helper()
-	s, err := w.root.js.Stream(ctxT(t), name)
-	if err != nil {
-		t.Fatalf("stream %s: %v", name, err)
-	}
-	return s.CachedInfo().Config
+	return requireStream(t, w.root, name).Config
 }
 
 func (w *world) requireConsumer(t *testing.T, stream, name string) jetstream.ConsumerConfig {
 	t.Helper()
-	c, err := w.root.js.Consumer(ctxT(t), stream, name)
+	return requireConsumer(t, w.root, stream, name).Config
+}
+
+// requireStream is the info of a stream that must exist.
+func requireStream(t testing.TB, root *natsConn, name string) *jetstream.StreamInfo {
+	t.Helper()
+	s, err := root.js.Stream(ctxT(t), name)
+	if err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	return s.CachedInfo()
+}
+
+// requireConsumer is the info of a consumer that must exist.
+func requireConsumer(t testing.TB, root *natsConn, stream, name string) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := root.js.Consumer(ctxT(t), stream, name)
 	if err != nil {
 		t.Fatalf("consumer %s of %s: %v", name, stream, err)
 	}
-	return c.CachedInfo().Config
+	return c.CachedInfo()
+}
+
+// consumers are the configurations of every consumer of stream.
+func consumers(t testing.TB, root *natsConn, stream string) []jetstream.ConsumerConfig {
+	t.Helper()
+	st, err := root.js.Stream(ctxT(t), stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	var out []jetstream.ConsumerConfig
+	list := st.ListConsumers(ctxT(t))
+	for info := range list.Info() {
+		out = append(out, info.Config)
+	}
+	if err := list.Err(); err != nil {
+		t.Fatalf("consumers of %s: %v", stream, err)
+	}
+	return out
+}
+
+// consumers names every consumer of stream.
+func (w *world) consumers(t *testing.T, stream string) []string {
+	t.Helper()
+	var names []string
+	for _, cfg := range consumers(t, w.root, stream) {
+		names = append(names, cfg.Name)
+	}
+	return names
 }
 
 func (w *world) requireNoConsumer(t *testing.T, stream, name string) {
 	t.Helper()
-	st, err := w.root.js.Stream(ctxT(t), stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
+	if slices.Contains(w.consumers(t, stream), name) {
+		t.Errorf("stream %s has a consumer named %s", stream, name)
 	}
-	names := st.ConsumerNames(ctxT(t))
-	for n := range names.Name() {
-		if n == name {
-			t.Errorf("stream %s has a consumer named %s", stream, name)
+}
+
+// requireNoConsumerWith checks that no consumer of stream has the filter
+// an attack asked for, or, if deliver is given, delivers there.
+func (w *world) requireNoConsumerWith(t *testing.T, stream, filter, deliver string) {
+	t.Helper()
+	for _, cfg := range consumers(t, w.root, stream) {
+		if cfg.FilterSubject == filter || slices.Contains(cfg.FilterSubjects, filter) || (deliver != "" && cfg.DeliverSubject == deliver) {
+			t.Errorf("stream %s has consumer %s filtering %s, delivering to %q", stream, cfg.Name, filter, cfg.DeliverSubject)
 		}
-	}
-	if err := names.Err(); err != nil {
-		t.Fatalf("consumers of %s: %v", stream, err)
 	}
 }
 
@@ -821,82 +1074,145 @@ func readerBody(name, filter, deliver string) string {
 	return string(b)
 }
 
-// jsResponse is the part of a JetStream API response the attacks read.
-type jsResponse struct {
-	Error *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
+// logLine is a log message of one line as an agent publishes it.
+func logLine(subject, line string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Header.Set("Outpost-Stream", "stdout")
+	m.Header.Set("Outpost-Attempt", "1")
+	m.Header.Set("Outpost-Seq", "1")
+	m.Data = []byte(line)
+	return m
 }
 
-func jsRequest(t *testing.T, nc *natsConn, subject, body string) jsResponse {
+// askRead asks the coordinator, as name on nc, for a reader consumer
+// (body is the read request), and gives it back when the test ends.
+func askRead(t testing.TB, nc *natsConn, name, body string) reader {
 	t.Helper()
-	m, err := nc.Request(subject, []byte(body), 10*time.Second)
-	if err != nil {
-		t.Fatalf("request %s: %v (async errors: %q)", subject, err, nc.asyncErrors())
-	}
-	var r jsResponse
-	if err := json.Unmarshal(m.Data, &r); err != nil {
-		t.Fatalf("response to %s: %v\n%s", subject, err, m.Data)
-	}
-	return r
-}
-
-// redirect makes who's pinned reader consumer, filtered inside its scope,
-// deliver what it stores to target: as the reply subject of a pull request,
-// or as a push consumer's deliver subject. Both are the reader's to make;
-// the server checks neither subject.
-func (w *world) redirect(t *testing.T, who, consumer, filter, target string, push bool) {
-	t.Helper()
-	nc := w.conn(t, who)
-	deliver := ""
-	if push {
-		deliver = target
-	}
-	if push {
-		// A push consumer delivers only while someone holds a literal
-		// subscription on its deliver subject; Outpost's listeners
-		// subscribe with wildcards. Any credential that may subscribe there
-		// literally (an agent of the tag, for a control subject) makes it
-		// deliver, to every listener; the coordinator's credential stands
-		// in for it here.
-		sub, err := w.root.SubscribeSync(target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-		if err := w.root.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			m, err := sub.NextMsg(jobTimeout)
-			if err != nil {
-				t.Fatalf("the push consumer delivered nothing to %s: %v", target, err)
-			}
-			if !strings.HasPrefix(m.Subject, "outpost.ev.") {
-				t.Errorf("a redirected message arrived as %s, want its stored subject", m.Subject)
-			}
-		}()
-	}
-	create := "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS." + consumer + "." + filter
-	if r := jsRequest(t, nc, create, readerBody(consumer, filter, deliver)); r.Error != nil {
-		t.Fatalf("create %s: %+v", consumer, r.Error)
+	r := nc.request(t, "outpost.api."+name+".read", []byte(body))
+	if r.Reader == nil {
+		t.Fatalf("read %s as %s: %+v", body, name, r.Error)
 	}
 	t.Cleanup(func() {
-		_, _ = nc.Request("$JS.API.CONSUMER.DELETE.OUTPOST_EVENTS."+consumer, nil, 5*time.Second)
-	})
-	if !push {
-		next := "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_EVENTS." + consumer
-		if err := nc.PublishRequest(next, target, []byte(`{"batch":100,"no_wait":true}`)); err != nil {
-			t.Fatal(err)
+		if r := nc.request(t, "outpost.api."+name+".release", []byte(`{"consumer":"`+r.Reader.Consumer+`"}`)); r.Error != nil {
+			t.Errorf("release %s: %+v", r.Reader.Consumer, r.Error)
 		}
-	}
-	if err := nc.Flush(); err != nil {
+	})
+	return *r.Reader
+}
+
+// read is askRead on one of who's slots, held until the test ends.
+func (w *world) read(t *testing.T, nc *natsConn, who, body string) reader {
+	t.Helper()
+	w.holdSlot(t, who)
+	return askRead(t, nc, who, body)
+}
+
+// holdSlot takes one of who's reader slots until the test ends.
+func (w *world) holdSlot(t *testing.T, who string) {
+	t.Helper()
+	w.slots[who] <- struct{}{}
+	t.Cleanup(func() { <-w.slots[who] })
+}
+
+// pullHere pulls up to batch messages of rd onto nc's own inbox without
+// waiting, and returns them and the status that ended the pull, if any.
+func pullHere(t testing.TB, nc *natsConn, rd reader, batch int) ([]*nats.Msg, string) {
+	t.Helper()
+	sub, err := nc.SubscribeSync(nc.NewInbox())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req := fmt.Sprintf(`{"batch":%d,"no_wait":true}`, batch)
+	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+rd.Stream+"."+rd.Consumer, sub.Subject, []byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*nats.Msg
+	for len(msgs) < batch {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("pull from %s: %v (async errors %q)", rd.Consumer, err, nc.asyncErrors())
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			return msgs, status
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, ""
+}
+
+// pullInto pulls all of rd's messages with reply as the pull request's
+// reply subject, which the server checks against nothing, and waits until
+// the consumer has served that pull, and returns how many messages it sent
+// to reply. The reply is read in the puller's account: if nothing there
+// hears it, the consumer passes the pull over and sends nothing; else it
+// sends every message it holds by then, and then its closing status. A pull of the puller's
+// own shows which, as the server serves one consumer's pulls in order.
+func pullInto(t testing.TB, root, nc *natsConn, rd reader, reply string) int {
+	t.Helper()
+	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+rd.Stream+"."+rd.Consumer, reply, []byte(`{"batch":1000,"no_wait":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	testenv.EventuallyWithin(t, jobTimeout, "the pull aimed at "+reply+" to be served", func() bool {
+		msgs, status := pullHere(t, nc, rd, 1)
+		kept = len(msgs)
+		return kept > 0 || status == "404" // 408: the first pull is still being served
+	})
 	if errs := nc.asyncErrors(); len(errs) > 0 {
-		t.Fatalf("the redirect itself was refused: %q", errs)
+		t.Fatalf("the pull itself was refused: %q", errs)
+	}
+	sent := int(requireConsumer(t, root, rd.Stream, rd.Consumer).Delivered.Consumer) - kept
+	if sent != 0 && sent < rd.Pending {
+		t.Fatalf("the consumer sent %d of its %d messages to %s", sent, rd.Pending, reply)
+	}
+	return sent
+}
+
+// redirectReplay reads job as who and aims the replay at target: nothing
+// in OUTPOST hears it, neither the coordinator's API nor an agent's
+// control subscription. It returns how many messages were sent to target.
+func (w *world) redirectReplay(t *testing.T, who, job, target string) int {
+	t.Helper()
+	nc := w.conn(t, who)
+	rd := w.read(t, nc, who, `{"job":"`+job+`"}`)
+	if rd.Pending == 0 {
+		t.Fatalf("%s's reader over job %s holds nothing to redirect", who, job)
+	}
+	sent := pullInto(t, w.root, nc, rd, target)
+	w.requireUnheard(t, job)
+	return sent
+}
+
+// requireUnheard checks that no event of jobs reached a listener in
+// OUTPOST: the coordinator logs what lands on its API subjects, and the
+// local agent what lands on its control subjects, as it drops them.
+func (w *world) requireUnheard(t *testing.T, jobs ...string) {
+	t.Helper()
+	for _, line := range strings.Split(w.c.proc.stderr.String(), "\n") {
+		if !strings.Contains(line, "api request dropped") && !strings.Contains(line, "ignored control message") {
+			continue
+		}
+		for _, job := range jobs {
+			if strings.Contains(line, "."+job+".") {
+				t.Errorf("a redirected event reached a listener: %s", line)
+			}
+		}
+	}
+}
+
+// requireJSError checks that m is a JetStream API response with the error
+// errCode.
+func requireJSError(t testing.TB, m *nats.Msg, errCode int) {
+	t.Helper()
+	var r struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Error == nil || r.Error.ErrCode != errCode {
+		t.Errorf("JetStream answered %s, want error %d", m.Data, errCode)
 	}
 }
 
@@ -920,8 +1236,22 @@ func requireRefused(t *testing.T, url, creds string) error {
 	return err
 }
 
-// foreignAuthority is another deployment: an operator, accounts and role
-// keys of its own.
+// requireForgeryRefused signs uc with key, puts it in creds in place of
+// its JWT, and checks that the server refuses it as unauthorised.
+func (w *world) requireForgeryRefused(t *testing.T, creds []byte, uc *jwt.UserClaims, key nkeys.KeyPair) {
+	t.Helper()
+	tok, err := uc.Encode(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = requireRefused(t, w.c.url, writeCreds(t, withJWT(t, creds, tok)))
+	if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		t.Errorf("refused with %v, want an authorization violation", err)
+	}
+}
+
+// foreignAuthority is another deployment: an operator and accounts of its
+// own, which this server does not trust.
 func foreignAuthority(t *testing.T) *accounts.Authority {
 	t.Helper()
 	a, _, err := accounts.Init(filepath.Join(t.TempDir(), "foreign"))
@@ -929,6 +1259,17 @@ func foreignAuthority(t *testing.T) *accounts.Authority {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// foreignKey is the seed of the named account (SYS or OUTPOST) of another
+// deployment.
+func foreignKey(t *testing.T, account string) nkeys.KeyPair {
+	t.Helper()
+	kp, err := nkeys.FromSeed(readFile(t, filepath.Join(foreignAuthority(t).Dir(), "keys", account+".nk")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
 }
 
 func readFile(t *testing.T, p string) []byte {
@@ -997,14 +1338,4 @@ func workAccount(t *testing.T, data string) string {
 		t.Fatal(err)
 	}
 	return a.WorkPublicKey()
-}
-
-// roleKeyOf is a role's signing key in a data directory.
-func roleKeyOf(t *testing.T, dir string, r accounts.Role) nkeys.KeyPair {
-	t.Helper()
-	kp, err := nkeys.FromSeed(readFile(t, filepath.Join(dir, "keys", "role-"+string(r)+".nk")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
 }

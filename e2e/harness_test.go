@@ -397,7 +397,14 @@ func (c *coord) startAgent(t testing.TB, name string, args ...string) *proc {
 // as one that 'outpost admin agent add' printed.
 func (c *coord) startAgentWith(t testing.TB, creds string, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"--server", c.url, "--creds", creds, "--workdir", t.TempDir()}, args...)
+	return c.startAgentWithURL(t, c.url, creds, args...)
+}
+
+// startAgentWithURL runs the agent binary against the server at url, such
+// as a leaf node, rather than the coordinator's.
+func (c *coord) startAgentWithURL(t testing.TB, url, creds string, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"--server", url, "--creds", creds, "--workdir", t.TempDir()}, args...)
 	a := startProc(t, t.TempDir(), baseEnv(c.clientEnv...), bin("agent"), args...)
 	testenv.EventuallyWithin(t, startTimeout, "agent "+filepath.Base(creds)+" to be ready", func() bool {
 		if a.exited() {
@@ -486,9 +493,46 @@ type jobRecord struct {
 
 // apiReply is every API reply.
 type apiReply struct {
-	Job   *jobRecord  `json:"job"`
-	Jobs  []jobRecord `json:"jobs"`
-	Error *apiError   `json:"error"`
+	Job    *jobRecord  `json:"job"`
+	Jobs   []jobRecord `json:"jobs"`
+	Reader *reader     `json:"reader"`
+	Error  *apiError   `json:"error"`
+}
+
+// reader is a reader consumer the coordinator made on a read request.
+type reader struct {
+	Stream   string `json:"stream"`
+	Consumer string `json:"consumer"`
+	Pending  int    `json:"pending"`
+}
+
+// pullAll pulls n messages from a consumer with one bare MSG.NEXT request,
+// as any NATS client can, and returns them in order. It fails the test on
+// a status from the server before n arrived.
+func pullAll(t testing.TB, nc *natsConn, stream, consumer string, n int) []*nats.Msg {
+	t.Helper()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	req := fmt.Sprintf(`{"batch":%d,"expires":%d}`, n, int64(5*time.Second))
+	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, inbox, []byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	var out []*nats.Msg
+	for len(out) < n {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("pull %s: %d of %d messages: %v", consumer, len(out), n, err)
+		}
+		if st := m.Header.Get("Status"); st != "" {
+			t.Fatalf("pull %s: %d of %d messages, then status %s %s", consumer, len(out), n, st, m.Header.Get("Description"))
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 type apiError struct {

@@ -36,7 +36,7 @@ func TestSubmitToFirstLineLatency(t *testing.T) {
 
 	nc := dialNATS(t, c.url, c.creds("admin"), "_INBOX_admin")
 	lines := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe("outpost.ev.local.admin.*.log", lines)
+	sub, err := nc.ChanSubscribe("outpost.live.local.admin.*.log", lines)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestSubmitToFirstLineLatency(t *testing.T) {
 		if reply.Job == nil {
 			t.Fatalf("submit: %+v", reply.Error)
 		}
-		awaitMsg(t, lines, "outpost.ev.local.admin."+reply.Job.ID+".log")
+		awaitMsg(t, lines, "outpost.live.local.admin."+reply.Job.ID+".log")
 		submit = append(submit, replied.Sub(start))
 		firstLine = append(firstLine, time.Since(replied))
 	}

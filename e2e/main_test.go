@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outpost-run/outpost/internal/testenv"
 )
 
 // bins says where the binaries under test and the stock NATS tools are. TestMain
@@ -28,7 +30,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if err := build(dir); err != nil {
+	if err := testenv.BuildCommands(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
@@ -38,47 +40,13 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// build compiles every command of the module into dir, from the module root
-// so that the binaries are the ones a user gets from 'make build'.
-func build(dir string) error {
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(goTool(), "build", "-o", dir+string(filepath.Separator), "./cmd/...")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
-	}
-	return nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command(goTool(), "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("not inside the outpost module")
-	}
-	return filepath.Dir(mod), nil
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-}
-
 // findTool looks for a stock NATS tool on PATH, then where 'make tools'
 // installs it: $(go env GOPATH)/bin.
 func findTool(name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	out, err := exec.Command(goTool(), "env", "GOPATH").Output()
+	out, err := exec.Command(testenv.GoTool(), "env", "GOPATH").Output()
 	if err != nil {
 		return ""
 	}

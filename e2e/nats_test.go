@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/internal/testenv"
@@ -50,7 +48,7 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 	}
 
 	live := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe("outpost.ev.local.admin."+job.ID+".>", live)
+	sub, err := nc.ChanSubscribe("outpost.live.local.admin."+job.ID+".>", live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +87,8 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 		t.Errorf("lines followed live: %q, want stdout \"one\\nthree\\n\", stderr \"two\\n\"", out)
 	}
 
-	// A core subscription sees a publish before the stream has stored it;
-	// the record follows the stored events, so once it is final the
-	// terminal status is in the stream to replay.
+	// The live copies are sent once stored; the record follows the stored
+	// events a moment later.
 	testenv.EventuallyWithin(t, jobTimeout, "the job's record to be final", func() bool {
 		reply = nc.request(t, "outpost.api.admin.get", []byte(`{"id":"`+job.ID+`"}`))
 		return reply.Job != nil && terminal(reply.Job.State)
@@ -105,61 +102,44 @@ func TestPlainClientSubmitFollowReplay(t *testing.T) {
 		t.Errorf("list: %+v", reply)
 	}
 
-	// Without its inbox prefix a client cannot subscribe to its replies,
-	// and the coordinator ignores a request whose reply lies outside the
-	// requester's inbox, so nothing is submitted.
+	// Without its inbox prefix a client cannot subscribe to its replies.
 	stray := dialNATS(t, c.url, c.creds("admin"), "")
-	if _, err := stray.Request("outpost.api.admin.submit", []byte(`{"tag":"local","command":["true"]}`), time.Second); err == nil {
+	if _, err := stray.Request("outpost.api.admin.get", []byte(`{"id":"`+job.ID+`"}`), time.Second); err == nil {
 		t.Errorf("a request with the default inbox prefix got a reply")
 	}
 	stray.waitDenied(t, "_INBOX.")
-	reply = nc.request(t, "outpost.api.admin.list", nil)
-	if len(reply.Jobs) != 1 {
-		t.Errorf("a request with the default inbox prefix was acted on: %d jobs, want 1", len(reply.Jobs))
-	}
 }
 
-// checkReplay replays a finished job's events through the consumer r_admin_1,
-// created with the jetstream API, and checks their order and headers: the
-// queued, running and succeeded states in order, and log messages whose
-// line numbers (Outpost-Seq) run 1, 2, 3 across both streams.
+// checkReplay replays a finished job's events through the reader consumer
+// the coordinator makes on request, pulled with a bare MSG.NEXT request as
+// any client can, and checks their order and headers: the queued, running
+// and succeeded states in order, and log messages whose line numbers
+// (Outpost-Seq) run 1, 2, 3 across both streams.
 func checkReplay(t *testing.T, nc *natsConn, id string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := nc.js.CreateConsumer(ctx, "OUTPOST_EVENTS", jetstream.ConsumerConfig{
-		Name:              "r_admin_1",
-		FilterSubject:     "outpost.ev.*.*." + id + ".>",
-		AckPolicy:         jetstream.AckNonePolicy,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-	})
-	if err != nil {
-		t.Fatalf("create consumer r_admin_1: %v", err)
+	reply := nc.request(t, "outpost.api.admin.read", []byte(`{"job":"`+id+`"}`))
+	if reply.Reader == nil || reply.Reader.Stream != "OUTPOST_EVENTS" || reply.Reader.Consumer != "r_admin_1" {
+		t.Fatalf("read: %+v", reply)
 	}
 	defer func() {
-		if err := nc.js.DeleteConsumer(ctx, "OUTPOST_EVENTS", "r_admin_1"); err != nil {
-			t.Errorf("delete consumer r_admin_1: %v", err)
+		if r := nc.request(t, "outpost.api.admin.release", []byte(`{"consumer":"r_admin_1"}`)); r.Error != nil {
+			t.Errorf("release r_admin_1: %+v", r.Error)
 		}
 	}()
-	pending := int(cons.CachedInfo().NumPending)
-	batch, err := cons.Fetch(pending, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := pullAll(t, nc, "OUTPOST_EVENTS", "r_admin_1", reply.Reader.Pending)
 	var states []string
 	lines := map[int]string{} // line number -> stream and text
 	out := map[string]string{}
-	for m := range batch.Messages() {
-		subj := m.Subject()
+	for _, m := range msgs {
+		subj := m.Subject
 		if !strings.HasPrefix(subj, "outpost.ev.local.admin."+id+".") {
 			t.Errorf("replayed a message on %s", subj)
 			continue
 		}
 		if strings.HasSuffix(subj, ".status") {
 			var ev statusEvent
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
-				t.Fatalf("status event %s: %v", m.Data(), err)
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatalf("status event %s: %v", m.Data, err)
 			}
 			if len(lines) > 0 && ev.State != "succeeded" {
 				t.Errorf("status %s replayed after log lines", ev.State)
@@ -167,7 +147,7 @@ func checkReplay(t *testing.T, nc *natsConn, id string) {
 			states = append(states, ev.State)
 			continue
 		}
-		h := m.Headers()
+		h := m.Header
 		stream, attempt, seqText := h.Get("Outpost-Stream"), h.Get("Outpost-Attempt"), h.Get("Outpost-Seq")
 		seq, err := strconv.Atoi(seqText)
 		if err != nil || attempt != "1" || (stream != "stdout" && stream != "stderr") {
@@ -177,16 +157,13 @@ func checkReplay(t *testing.T, nc *natsConn, id string) {
 		if got, want := h.Get("Nats-Msg-Id"), id+".1."+seqText; got != want {
 			t.Errorf("Nats-Msg-Id %q, want %q", got, want)
 		}
-		out[stream] += string(m.Data())
-		for i, l := range strings.Split(strings.TrimSuffix(string(m.Data()), "\n"), "\n") {
+		out[stream] += string(m.Data)
+		for i, l := range strings.Split(strings.TrimSuffix(string(m.Data), "\n"), "\n") {
 			if prev, dup := lines[seq+i]; dup {
 				t.Errorf("line %d replayed twice: %q and %q", seq+i, prev, l)
 			}
 			lines[seq+i] = stream + " " + l
 		}
-	}
-	if err := batch.Error(); err != nil {
-		t.Errorf("fetch: %v", err)
 	}
 	if !slices.Equal(states, []string{"queued", "running", "succeeded"}) {
 		t.Errorf("replayed states %v, want queued, running, succeeded", states)
@@ -245,22 +222,24 @@ func TestNATSCLIRecipes(t *testing.T) {
 		t.Errorf("list: %+v", reply)
 	}
 
-	r := n("consumer", "add", "OUTPOST_EVENTS", "r_admin_1", "--filter", "outpost.ev.*.*."+id+".>", "--pull", "--deliver", "all", "--ack", "none", "--inactive-threshold", "1m", "--defaults")
-	if r.code != 0 {
-		t.Fatalf("nats consumer add:\n%s", r)
+	// Replay: ask the coordinator for a reader consumer, read it, give it back.
+	reply = request("outpost.api.admin.read", `{"job":"`+id+`"}`)
+	if reply.Reader == nil || reply.Reader.Consumer != "r_admin_1" {
+		t.Fatalf("read: %+v", reply)
 	}
-	r = n("consumer", "next", "OUTPOST_EVENTS", "r_admin_1", "--count", "100", "--no-ack", "--raw")
+	r := n("consumer", "next", "OUTPOST_EVENTS", "r_admin_1", "--count", strconv.Itoa(reply.Reader.Pending), "--no-ack", "--raw")
 	checkNext(t, r, []string{"hi", "oops"}, "queued", "running", "succeeded")
-	if r := n("consumer", "rm", "-f", "OUTPOST_EVENTS", "r_admin_1"); r.code != 0 {
-		t.Errorf("nats consumer rm:\n%s", r)
+	if reply = request("outpost.api.admin.release", `{"consumer":"r_admin_1"}`); reply.Error != nil {
+		t.Errorf("release: %+v", reply.Error)
 	}
-	if r := n("consumer", "info", "OUTPOST_EVENTS", "r_admin_1"); r.code == 0 {
-		t.Errorf("consumer r_admin_1 is still there after rm:\n%s", r)
+	if reply = request("outpost.api.admin.read", `{"job":"`+id+`"}`); reply.Reader == nil || reply.Reader.Consumer != "r_admin_1" {
+		t.Errorf("after release, read got %+v; want slot 1 again", reply)
 	}
+	request("outpost.api.admin.release", `{"consumer":"r_admin_1"}`)
 
 	// Follow live. The job prints until it is stopped, so whatever moment
 	// the subscription starts at, it sees lines, then the stop.
-	sub := startProc(t, home, natsEnv(home, c.url), bins.nats, append(slices.Clone(admin), "sub", "outpost.ev.local.admin.*.>")...)
+	sub := startProc(t, home, natsEnv(home, c.url), bins.nats, append(slices.Clone(admin), "sub", "outpost.live.local.admin.*.>")...)
 	testenv.EventuallyWithin(t, startTimeout, "nats sub to subscribe", func() bool {
 		return strings.Contains(sub.stdout.String()+sub.stderr.String(), "Subscribing on")
 	})
@@ -270,7 +249,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 	}
 	ticker := reply.Job.ID
 	testenv.EventuallyWithin(t, jobTimeout, "nats sub to show the job's lines", func() bool {
-		return strings.Contains(sub.stdout.String(), `Received on "outpost.ev.local.admin.`+ticker+`.log"`)
+		return strings.Contains(sub.stdout.String(), `Received on "outpost.live.local.admin.`+ticker+`.log"`)
 	})
 	// A stop before the record says running would treat the job as queued.
 	me.waitState(t, ticker, "running")
@@ -304,32 +283,23 @@ func TestNATSCLIRecipes(t *testing.T) {
 	if rec := c.as("alice").waitState(t, aliceJob); rec.State != "succeeded" {
 		t.Fatalf("alice's job ended %s", rec.State)
 	}
-	f := "outpost.ev.*.alice." + aliceJob + ".>"
-	r = asAlice("req", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_1."+f,
-		`{"stream_name":"OUTPOST_EVENTS","config":{"name":"r_alice_1","filter_subject":"`+f+`","ack_policy":"none","deliver_policy":"all","inactive_threshold":60000000000}}`)
-	if r.code != 0 || !strings.Contains(r.stdout, "consumer_create_response") || strings.Contains(r.stdout, `"error"`) {
-		t.Fatalf("alice's consumer create:\n%s", r)
+	r = asAlice("req", "outpost.api.alice.read", `{"job":"`+aliceJob+`"}`)
+	if err := json.Unmarshal([]byte(r.stdout), &reply); err != nil || reply.Reader == nil {
+		t.Fatalf("alice's read: %v\n%s", err, r)
 	}
-	r = asAlice("consumer", "next", "OUTPOST_EVENTS", "r_alice_1", "--count", "100", "--no-ack", "--raw")
+	r = asAlice("consumer", "next", "OUTPOST_EVENTS", reply.Reader.Consumer, "--count", strconv.Itoa(reply.Reader.Pending), "--no-ack", "--raw")
 	checkNext(t, r, []string{"from alice"}, "queued", "running", "succeeded")
-	if r := asAlice("consumer", "rm", "-f", "OUTPOST_EVENTS", "r_alice_1"); r.code != 0 {
-		t.Errorf("alice's consumer rm:\n%s", r)
-	}
+	asAlice("req", "outpost.api.alice.release", `{"consumer":"`+reply.Reader.Consumer+`"}`)
 
-	// What the README says a user may not do: 'nats consumer add' (it reads
-	// the stream's info first), or a consumer on another owner's job. A
-	// denied request only times out, so these get a short --timeout.
-	if r := asAlice("--timeout", "1s", "consumer", "add", "OUTPOST_EVENTS", "r_alice_1", "--filter", f, "--pull", "--deliver", "all", "--ack", "none", "--defaults"); r.code == 0 {
-		t.Errorf("alice ran nats consumer add, which needs stream info:\n%s", r)
+	// What a user may not do: make a consumer of her own (her account has
+	// no JetStream), or read the admin's job (her reader is filtered to
+	// her own jobs, so it holds nothing).
+	if r := asAlice("--timeout", "1s", "consumer", "add", "OUTPOST_EVENTS", "r_alice_1", "--pull", "--deliver", "all", "--ack", "none", "--defaults"); r.code == 0 {
+		t.Errorf("alice ran nats consumer add:\n%s", r)
 	}
-	other := "outpost.ev.*.admin." + id + ".>"
-	r = asAlice("--timeout", "1s", "req", "$JS.API.CONSUMER.CREATE.OUTPOST_EVENTS.r_alice_1."+other,
-		`{"stream_name":"OUTPOST_EVENTS","config":{"name":"r_alice_1","filter_subject":"`+other+`","ack_policy":"none","deliver_policy":"all","inactive_threshold":60000000000}}`)
-	if strings.Contains(r.stdout, "consumer_create_response") || !strings.Contains(r.stderr, "Permissions Violation") {
-		t.Errorf("alice's consumer on the admin's job was not refused:\n%s", r)
-	}
-	if r := asAlice("--timeout", "1s", "consumer", "info", "OUTPOST_EVENTS", "r_alice_1"); r.code == 0 {
-		t.Errorf("alice has a consumer r_alice_1 after the refusals:\n%s", r)
+	r = asAlice("req", "outpost.api.alice.read", `{"job":"`+id+`"}`)
+	if err := json.Unmarshal([]byte(r.stdout), &reply); err != nil || reply.Reader == nil || reply.Reader.Pending != 0 {
+		t.Errorf("alice's read of the admin's job: %v\n%s", err, r)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/outpost-run/outpost/accounts"
@@ -57,10 +56,10 @@ func TestRevokeAgentRequeuesItsJob(t *testing.T) {
 	// cuts it off.
 	closed := make(chan time.Time, 1)
 	watch := dialNATS(t, c.url, creds[victim], "_INBOX_"+victim, nats.ClosedHandler(func(*nats.Conn) { closed <- time.Now() }))
-	// The coordinator signs each account update with a later second than
-	// the last (NATS-NOTES point 3), so part of the time can be a wait for
-	// the next second.
-	iatWait := time.Until(time.Unix(accountIssuedAt(t, c.data)+1, 0))
+	// A revocation must be signed a second later than the credential's
+	// account was (NATS-NOTES point 3), so part of the time can be a wait
+	// for the next second.
+	iatWait := time.Until(time.Unix(issuedAt(t, creds[victim])+1, 0))
 	start := time.Now()
 	r := c.admin.mustOutpost(t, "admin", "revoke", victim)
 	replied := time.Now()
@@ -233,17 +232,13 @@ func credsByName(t *testing.T, admin session) map[string]credRecord {
 	return out
 }
 
-// accountIssuedAt is when the OUTPOST account JWT in data was signed, in
-// Unix seconds.
-func accountIssuedAt(t *testing.T, data string) int64 {
+// issuedAt is when the credential in a creds file, and with it its
+// account, was signed, in Unix seconds.
+func issuedAt(t *testing.T, creds string) int64 {
 	t.Helper()
-	a, err := accounts.Open(data)
+	id, _, err := accounts.ReadCreds(creds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac, err := jwt.DecodeAccountClaims(a.AccountJWTs()[a.WorkPublicKey()])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ac.IssuedAt
+	return id.IssuedAt.Unix()
 }

@@ -179,7 +179,7 @@ func (h *soak) watch() {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(nc.Close)
-	_, err = nc.Subscribe("outpost.ev.soak.*.*.status", func(m *nats.Msg) {
+	_, err = nc.Subscribe("outpost.live.soak.*.*.status", func(m *nats.Msg) {
 		for _, s := range []string{"succeeded", "failed", "stopped", "timed_out"} {
 			if bytes.Contains(m.Data, []byte(`"state":"`+s+`"`)) {
 				h.mu.Lock()

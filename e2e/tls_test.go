@@ -36,6 +36,12 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("coordinator init --tls:\n%s", r)
 		}
 		files := tlsFiles(t, data)
+		// Without --tls the coordinator refuses, rather than run a server
+		// that quietly dropped TLS.
+		r = runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), "run", "--data", data, "--listen", "127.0.0.1:0", "--http", "")
+		if r.code == 0 || !strings.Contains(r.stderr, "was initialised with --tls: run with --tls") {
+			t.Errorf("coordinator run without --tls on a --tls data directory:\n%s", r)
+		}
 		// Port 0 rather than the port init was given: parallel tests never
 		// race for it, and the embedded server rewrites the configuration.
 		c := startCoordinator(t, coordOptions{data: data, args: []string{"--tls"}, clientEnv: files.env()})

@@ -22,10 +22,13 @@ func AuditSubject(name, verb string) string { return AuditPrefix + "." + name + 
 // Credential is what the coordinator keeps, and shows, of an issued
 // credential: its public parts, never its seed.
 type Credential struct {
-	Name      string     `json:"name"`
-	Role      string     `json:"role"`
-	Tags      []string   `json:"tags,omitempty"`
-	PublicKey string     `json:"public_key"`
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Tags      []string `json:"tags,omitempty"`
+	PublicKey string   `json:"public_key"`
+	// Account is the public key of the credential's own account, which
+	// imports from OUTPOST only what its role needs.
+	Account   string     `json:"account,omitempty"`
 	JWT       string     `json:"jwt,omitempty"`
 	IssuedAt  time.Time  `json:"issued_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
@@ -48,6 +51,9 @@ type (
 		Role    string   `json:"role"`
 		Tags    []string `json:"tags,omitempty"`
 		Expires Duration `json:"expires,omitempty"`
+		// Leaf makes an agent credential for a leaf node's link to the hub
+		// (deploy/nats/leaf.conf) rather than for an agent's connection.
+		Leaf bool `json:"leaf,omitempty"`
 	}
 	// RevokeRequest asks for a credential to be revoked at once.
 	RevokeRequest struct {

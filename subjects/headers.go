@@ -14,6 +14,9 @@ const (
 	// HeaderPartial is set to "1" on a chunk of a line longer than MaxLine;
 	// the line goes on in the next message.
 	HeaderPartial = "Outpost-Partial"
+	// HeaderAckWait, on a job request, is the consumer's ack wait (a Go
+	// duration): an agent reports progress well within it.
+	HeaderAckWait = "Outpost-Ack-Wait"
 	// HeaderMsgID is NATS' de-duplication header.
 	HeaderMsgID = "Nats-Msg-Id"
 )

@@ -34,9 +34,13 @@ const (
 	EventsPrefix  = Root + ".ev"
 	ControlPrefix = Root + ".ctl"
 	HeartbeatPfx  = Root + ".hb"
-	inboxPrefix   = "_INBOX_"
-	statusSuffix  = "status"
-	logSuffix     = "log"
+	// LivePrefix is where the events stream republishes each event it
+	// stored, under the same tokens: outpost.live.<tag>.<owner>.<job>.<kind>.
+	// Live followers subscribe here, and see each event once.
+	LivePrefix   = Root + ".live"
+	inboxPrefix  = "_INBOX_"
+	statusSuffix = "status"
+	logSuffix    = "log"
 )
 
 // API verbs.
@@ -45,10 +49,14 @@ const (
 	VerbGet    = "get"
 	VerbList   = "list"
 	VerbStop   = "stop"
+	// VerbRead asks for a replay consumer over a job's events or the audit
+	// trail; VerbRelease gives it back.
+	VerbRead    = "read"
+	VerbRelease = "release"
 )
 
 // Verbs lists every API verb the coordinator answers.
-var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop, VerbIssue, VerbRevoke, VerbCreds}
+var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop, VerbRead, VerbRelease, VerbIssue, VerbRevoke, VerbCreds}
 
 var (
 	tokenRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
@@ -174,6 +182,15 @@ func ParseEvent(subject string) (Event, error) {
 	return e, nil
 }
 
+// LiveSubject is the live copy of EventSubject(tag, owner, id, kind).
+func LiveSubject(tag, owner, id string, kind EventKind) string {
+	return LivePrefix + "." + tag + "." + owner + "." + id + "." + string(kind)
+}
+
+// LiveFilter matches the live copies of the events of tag and owner, either
+// of which may be "*".
+func LiveFilter(tag, owner string) string { return LivePrefix + "." + tag + "." + owner + ".>" }
+
 // ControlSubject is the subject on which the coordinator tells the agents of tag
 // to act on a job (stop it).
 func ControlSubject(tag, id string) string { return ControlPrefix + "." + tag + "." + id }
@@ -209,6 +226,16 @@ func ParseHeartbeat(subject string) (tag, agent string, err error) {
 // touch another's consumer or the coordinator's.
 func ReaderConsumer(name string, slot int) string {
 	return "r_" + name + "_" + strconv.Itoa(slot)
+}
+
+// ReaderOf reports whether consumer is one of name's reader consumers.
+func ReaderOf(consumer, name string) bool {
+	for slot := 1; slot <= ReaderSlots; slot++ {
+		if consumer == ReaderConsumer(name, slot) {
+			return true
+		}
+	}
+	return false
 }
 
 // MsgID is the de-duplication ID of a job's message: the status of a state,

@@ -323,7 +323,40 @@ type Reply struct {
 	Credentials []Credential `json:"credentials,omitempty"`
 	// Creds is a new credential's creds file: the only copy of its seed.
 	Creds string `json:"creds,omitempty"`
-	Error *Error `json:"error,omitempty"`
+	// Reader is the replay consumer a read request was given.
+	Reader *Reader `json:"reader,omitempty"`
+	Error  *Error  `json:"error,omitempty"`
+}
+
+// ReadRequest asks for a replay consumer: over one job's events, or, with
+// Audit, over the audit trail. The coordinator sets the filter from the
+// caller's role, name and tags.
+type ReadRequest struct {
+	Job   string `json:"job,omitempty"`
+	Audit bool   `json:"audit,omitempty"`
+	// FromSeq starts the consumer at this stream sequence rather than at
+	// the first message: a reader whose consumer a restarted server lost
+	// goes on after the last message it saw.
+	FromSeq uint64 `json:"from_seq,omitempty"`
+}
+
+// Reader is a replay consumer made for one reader. Pull from it with
+// $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>; it delivers from the first
+// message, needs no acks, and is deleted after a minute unused or when
+// released. It lives in the server's memory, so a server restart loses it:
+// read again with from_seq.
+type Reader struct {
+	Stream   string `json:"stream"`
+	Consumer string `json:"consumer"`
+	// Pending is how many messages it held when it was made.
+	Pending uint64 `json:"pending"`
+}
+
+// ReleaseRequest gives a reader consumer back. Stream is the one Reader
+// named; it defaults to the events stream.
+type ReleaseRequest struct {
+	Stream   string `json:"stream,omitempty"`
+	Consumer string `json:"consumer"`
 }
 
 // Err returns the reply's error, if any, as an error value.

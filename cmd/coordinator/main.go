@@ -148,6 +148,7 @@ type runOptions struct {
 	localAgent                   bool
 	concurrency                  int
 	ackWait                      time.Duration
+	replicas                     int
 	httpAddr                     string
 	verbose                      bool
 }
@@ -177,6 +178,7 @@ Unless --local-agent=false, an agent for tag 'local' runs in the same process.`,
 	f.BoolVar(&o.localAgent, "local-agent", true, "run an agent for tag 'local' in this process")
 	f.IntVar(&o.concurrency, "agent-concurrency", 4, "jobs the local agent runs at once")
 	f.DurationVar(&o.ackWait, "ack-wait", coordinator.DefaultLimits.AckWait, "how long a silent agent keeps its job before another agent gets it")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream and bucket: 3 on a three-node cluster (deploy/nats/cluster.conf)")
 	f.StringVar(&o.httpAddr, "http", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz (empty: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "debug logging")
 	return cmd
@@ -217,6 +219,9 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 				return err
 			}
 			so.Verify = true
+		} else if _, err := os.Stat(auth.TLSFiles().ServerCert); err == nil && so.TLS.ServerCert == "" {
+			// Starting without TLS would quietly drop what 'init --tls' set up.
+			return fmt.Errorf("%s was initialised with --tls: run with --tls (or --tls-cert/--tls-key), or remove %s to run without TLS", o.data, filepath.Dir(auth.TLSFiles().ServerCert))
 		}
 		srv, err = coordinator.StartServer(auth, so)
 		if err != nil {
@@ -251,6 +256,7 @@ func runCoordinator(ctx context.Context, o runOptions) error {
 	defer sys.Close()
 	limits := coordinator.DefaultLimits
 	limits.AckWait = o.ackWait
+	limits.Replicas = o.replicas
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	co, err := coordinator.New(dctx, coordinator.Config{Auth: auth, Conn: conn, Sys: sys, Limits: limits, Metrics: reg, Logger: log})

@@ -40,6 +40,7 @@ func issueCmd(g *globals, fixedRole string) *cobra.Command {
 on stdout: redirect it to a file and hand it over securely. The coordinator
 keeps only the public key and JWT.`,
 		Example: `  outpost admin agent add gpu-1 --tag gpu > gpu-1.creds
+  outpost admin agent add site-berlin --tag berlin --leaf > site-berlin.creds   # for deploy/nats/leaf.conf
   outpost admin user add alice --role user --tag gpu --expires 720h > alice.creds`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,6 +70,9 @@ keeps only the public key and JWT.`,
 	}
 	f.StringArrayVarP(&req.Tags, "tag", "t", nil, "tag the credential serves, reads or submits to (repeatable)")
 	f.DurationVar(&expires, "expires", 0, "lifetime, such as 720h (default: never expires)")
+	if fixedRole == "agent" {
+		f.BoolVar(&req.Leaf, "leaf", false, "for a site's leaf node (deploy/nats/leaf.conf); the site's agents use the same creds")
+	}
 	return cmd
 }
 

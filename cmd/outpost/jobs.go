@@ -15,10 +15,7 @@ import (
 )
 
 func logsCmd(g *globals) *cobra.Command {
-	var (
-		followFlag bool
-		tag        string
-	)
+	var followFlag bool
 	cmd := &cobra.Command{
 		Use:   "logs JOB",
 		Short: "Replay a job's output from the first line; -f follows it to its end",
@@ -33,14 +30,13 @@ func logsCmd(g *globals) *cobra.Command {
 			}
 			defer c.Close()
 			if followFlag {
-				return follow(cmd.Context(), g, c, args[0], tag, false)
+				return follow(cmd.Context(), g, c, args[0], false)
 			}
 			p := printer{stdout: g.stdout, stderr: g.stderr}
-			return c.ReadEvents(cmd.Context(), args[0], client.ReadOptions{Tag: tag}, p.show)
+			return c.ReadEvents(cmd.Context(), args[0], client.ReadOptions{}, p.show)
 		},
 	}
 	cmd.Flags().BoolVarP(&followFlag, "follow", "f", false, "keep printing until the job ends")
-	cmd.Flags().StringVarP(&tag, "tag", "t", "", "the job's tag (observers with several tags must give it)")
 	return cmd
 }
 
@@ -141,7 +137,7 @@ process group gets SIGTERM, then SIGKILL after --grace; --force kills at once.`,
 				return nil
 			}
 			p := printer{stdout: io.Discard, stderr: io.Discard}
-			err = c.ReadEvents(cmd.Context(), rec.ID, client.ReadOptions{Follow: true, Tag: rec.Tag}, p.show)
+			err = c.ReadEvents(cmd.Context(), rec.ID, client.ReadOptions{Follow: true}, p.show)
 			if cmd.Context().Err() != nil || p.end == nil {
 				fmt.Fprintf(g.stderr, "outpost: stopped waiting; see 'outpost status %s'\n", rec.ID)
 				return exitError{130}

@@ -72,7 +72,7 @@ it. With --detach it prints the job ID and returns at once.`,
 			if detach {
 				return g.render(output, rec, func(w io.Writer) { fmt.Fprintln(w, rec.ID) })
 			}
-			return follow(cmd.Context(), g, c, rec.ID, rec.Tag, true)
+			return follow(cmd.Context(), g, c, rec.ID, true)
 		},
 	}
 	f := cmd.Flags()
@@ -92,9 +92,9 @@ it. With --detach it prints the job ID and returns at once.`,
 
 // follow prints a job's output as it comes. With exitLikeJob it returns the
 // job's exit code as an exitError.
-func follow(ctx context.Context, g *globals, c *client.Conn, id, tag string, exitLikeJob bool) error {
+func follow(ctx context.Context, g *globals, c *client.Conn, id string, exitLikeJob bool) error {
 	p := printer{stdout: g.stdout, stderr: g.stderr}
-	err := c.ReadEvents(ctx, id, client.ReadOptions{Follow: true, Tag: tag}, p.show)
+	err := c.ReadEvents(ctx, id, client.ReadOptions{Follow: true}, p.show)
 	if ctx.Err() != nil {
 		fmt.Fprintf(g.stderr, "\noutpost: stopped following; job %s goes on (outpost logs -f %s; outpost stop %s)\n", id, id, id)
 		return exitError{130}

@@ -13,9 +13,10 @@ import (
 
 // Flags are the connection flags.
 type Flags struct {
-	Server string
-	Creds  string
-	TLS    client.TLS
+	Server   string
+	Creds    string
+	TLS      client.TLS
+	JSDomain string
 }
 
 // Bind adds --server, --creds and the TLS flags to fs, with defaults from
@@ -24,6 +25,7 @@ func (f *Flags) Bind(fs *pflag.FlagSet, credsUsage string) {
 	fs.StringVar(&f.Server, "server", envOr("OUTPOST_SERVER", client.DefaultURL), "NATS server URL(s), comma separated [$OUTPOST_SERVER]")
 	fs.StringVar(&f.Creds, "creds", os.Getenv("OUTPOST_CREDS"), credsUsage+" [$OUTPOST_CREDS]")
 	BindTLS(fs, &f.TLS, "")
+	fs.StringVar(&f.JSDomain, "js-domain", os.Getenv("OUTPOST_JS_DOMAIN"), "JetStream domain of the hub, when connected through a leaf node (deploy/nats: outpost) [$OUTPOST_JS_DOMAIN]")
 }
 
 // BindTLS adds --tls-ca, --tls-cert and --tls-key to fs; what describes
@@ -39,7 +41,7 @@ func BindTLS(fs *pflag.FlagSet, t *client.TLS, what string) {
 
 // Dial returns the dial options the flags describe.
 func (f *Flags) Dial(connName string) client.DialOptions {
-	return client.DialOptions{URL: f.Server, Creds: f.Creds, ConnName: connName, TLS: f.TLS}
+	return client.DialOptions{URL: f.Server, Creds: f.Creds, ConnName: connName, TLS: f.TLS, JSDomain: f.JSDomain}
 }
 
 func envOr(k, def string) string {

@@ -57,14 +57,30 @@ func New(t testing.TB) *Env {
 	if err != nil {
 		t.Fatalf("testenv: start server: %v", err)
 	}
-	t.Cleanup(srv.Stop)
 	e := &Env{t: t, Auth: auth, Server: srv, URL: srv.ClientURL(), Logs: &Logs{}}
+	// Whichever server runs at the end, after a RestartServer too.
+	t.Cleanup(func() { e.Server.Stop() })
 	t.Cleanup(func() {
 		if t.Failed() {
 			e.Logs.Dump(t)
 		}
 	})
 	return e
+}
+
+// RestartServer stops the embedded server and starts it again on the same
+// address and data, as after a crash or an upgrade: clients reconnect,
+// streams and consumers are kept, and what the server held only in memory
+// (pull requests waiting for a message) is gone.
+func (e *Env) RestartServer() {
+	e.t.Helper()
+	addr := e.Server.Addr().String()
+	e.Server.Stop()
+	srv, err := coordinator.StartServer(e.Auth, coordinator.ServerOptions{Listen: addr})
+	if err != nil {
+		e.t.Fatalf("testenv: restart server on %s: %v", addr, err)
+	}
+	e.Server = srv
 }
 
 // Context returns a context that ends after Timeout or with the test.

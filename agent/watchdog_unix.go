@@ -1,3 +1,5 @@
+//go:build unix
+
 package agent
 
 import (
@@ -29,8 +31,9 @@ const gateScript = `read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
 
 // watchdog is a small shell process beside the agent that kills the jobs'
 // process groups if the agent dies. The parent-death signal reaches only
-// each job's first process; what it started, a background child say,
-// would live on without its agent.
+// each job's first process (and macOS has none); what it started, a
+// background child say, would live on without its agent. (On Windows a
+// job object does this: watchdog_windows.go.)
 type watchdog struct {
 	cmd *exec.Cmd
 	mu  sync.Mutex
@@ -106,7 +109,8 @@ func (w *watchdog) stop() {
 }
 
 // program reports whether path is an executable file that exec runs as
-// it is: a binary, or a script naming its interpreter.
+// it is: a binary (ELF, or Mach-O on macOS), or a script naming its
+// interpreter.
 func program(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
@@ -119,5 +123,12 @@ func program(path string) bool {
 	}
 	head := make([]byte, 4)
 	n, _ := io.ReadFull(f, head)
-	return n >= 2 && string(head[:2]) == "#!" || n == 4 && string(head) == "\x7fELF"
+	if n >= 2 && string(head[:2]) == "#!" {
+		return true
+	}
+	switch string(head[:n]) {
+	case "\x7fELF", "\xcf\xfa\xed\xfe", "\xce\xfa\xed\xfe", "\xca\xfe\xba\xbe":
+		return true
+	}
+	return false
 }

@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/outpost-run/outpost/internal/testenv"
+)
+
+// TestLeafNodeSite runs a site behind NAT as deploy/nats describes: the
+// hub from single.conf, a leaf node from leaf.conf that dials out to it
+// with a site agent's creds, and the agent connected to the leaf only.
+// Jobs flow through the leaf; then the leaf's link to the hub is cut while
+// a job runs and prints, and restored: the job ends, once, with every line.
+func TestLeafNodeSite(t *testing.T) {
+	requireNATSTools(t)
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
+		t.Fatalf("coordinator init:\n%s", r)
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"single.conf", "leaf.conf"} {
+		b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubPort, leafPort := freePort(t), freePort(t)
+	hub := startProc(t, dir, baseEnv(
+		"OUTPOST_LISTEN=127.0.0.1:"+strconv.Itoa(hubPort),
+		"OUTPOST_LEAF_LISTEN=127.0.0.1:"+strconv.Itoa(leafPort),
+		"OUTPOST_STATE="+filepath.Join(dir, "hub"),
+	), bins.natsServer, "-c", filepath.Join(data, "single.conf"))
+	waitServerReady(t, hub)
+	hubURL := "nats://127.0.0.1:" + strconv.Itoa(hubPort)
+	c := startCoordinator(t, coordOptions{data: data, natsURL: hubURL, noLocalAgent: true})
+	site := c.issue(t, "agent", "site-x", "--tag", "x", "--leaf")
+
+	// The site's only way to the hub, which the test can cut.
+	link := newLinkCutter(t, "127.0.0.1:"+strconv.Itoa(leafPort))
+	sitePort := freePort(t)
+	leaf := startProc(t, dir, baseEnv(
+		"OUTPOST_LISTEN=127.0.0.1:"+strconv.Itoa(sitePort),
+		`OUTPOST_HUB=["nats-leaf://`+link.addr()+`"]`,
+		"OUTPOST_SITE_CREDS="+site,
+	), bins.natsServer, "-c", filepath.Join(data, "leaf.conf"))
+	waitServerReady(t, leaf)
+	testenv.EventuallyWithin(t, startTimeout, "the leaf node to reach the hub", func() bool {
+		return strings.Contains(leaf.stderr.String(), "Leafnode connection created")
+	})
+	c.startAgentWithURL(t, "nats://127.0.0.1:"+strconv.Itoa(sitePort), site, "--js-domain", "outpost")
+
+	if r := c.admin.outpost(t, "run", "--tag", "x", "--", "sh", "-c", "echo via the leaf"); r.code != 0 || r.stdout != "via the leaf\n" {
+		t.Fatalf("a job through the leaf node:\n%s", r)
+	}
+
+	gate := filepath.Join(dir, "gate")
+	id := c.admin.submit(t, "--tag", "x", "--env", "GATE="+gate, "--", "sh", "-c",
+		`echo before; while [ ! -e "$GATE" ]; do sleep 0.02; done; i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo "cut $i"; done; echo after`)
+	c.admin.waitState(t, id, "running")
+	link.cut()
+	testenv.EventuallyWithin(t, startTimeout, "the leaf node to notice the cut", func() bool {
+		return strings.Contains(leaf.stderr.String(), "Leafnode connection closed")
+	})
+	// The job prints its lines and ends while the site is cut off.
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link.restore()
+	rec := c.admin.waitState(t, id)
+	if rec.State != "succeeded" || rec.Attempt != 1 {
+		t.Fatalf("after the cut the job ended %s on attempt %d (%s)", rec.State, rec.Attempt, rec.Error)
+	}
+	want := "before\n"
+	for i := 1; i <= 50; i++ {
+		want += "cut " + strconv.Itoa(i) + "\n"
+	}
+	want += "after\n"
+	if r := c.admin.mustOutpost(t, "logs", id); r.stdout != want {
+		t.Errorf("replay after the cut:\n%s\nwant every line once, in order", r.stdout)
+	}
+}
+
+// waitServerReady waits for a nats-server process to accept clients.
+func waitServerReady(t *testing.T, p *proc) {
+	t.Helper()
+	testenv.EventuallyWithin(t, startTimeout, p.name+" to be ready", func() bool {
+		if p.exited() {
+			t.Fatalf("%s exited:\n%s", p.name, tail(p.stderr.String(), 20))
+		}
+		return strings.Contains(p.stderr.String(), "Server is ready")
+	})
+}
+
+// linkCutter forwards TCP connections to a target, like the network path
+// between a site and the hub, until it is cut: then it drops every
+// connection and refuses new ones until restored.
+type linkCutter struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	up    bool
+	conns []net.Conn
+}
+
+func newLinkCutter(t *testing.T, target string) *linkCutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &linkCutter{ln: ln, target: target, up: true}
+	t.Cleanup(func() { ln.Close(); l.cut() })
+	go l.serve()
+	return l
+}
+
+func (l *linkCutter) addr() string { return l.ln.Addr().String() }
+
+func (l *linkCutter) serve() {
+	for {
+		in, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		up := l.up
+		l.mu.Unlock()
+		if !up {
+			in.Close()
+			continue
+		}
+		out, err := net.Dial("tcp", l.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		l.mu.Lock()
+		l.conns = append(l.conns, in, out)
+		l.mu.Unlock()
+		go func() { _, _ = io.Copy(out, in); out.Close() }()
+		go func() { _, _ = io.Copy(in, out); in.Close() }()
+	}
+}
+
+func (l *linkCutter) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.up = false
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+func (l *linkCutter) restore() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.up = true
+}
