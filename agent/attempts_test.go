@@ -124,11 +124,8 @@ if [ "$OUTPOST_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi`)})
 // agent runs it as attempt 2.
 func TestLostJobRequeued(t *testing.T) {
 	t.Parallel()
-	env := testenv.New(t)
-	limits := coordinator.DefaultLimits
-	limits.AckWait = time.Second
-	env.StartCoordinatorWith(coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
-	s := &site{env: env, agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"), alice: env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))}
+	s := newLostCheckSite(t)
+	env := s.env
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
 
 	lost := env.Dial(s.agentCreds)
@@ -181,11 +178,8 @@ func TestLostJobRequeued(t *testing.T) {
 // requeues the job, and an agent runs it.
 func TestLostRequestRequeued(t *testing.T) {
 	t.Parallel()
-	env := testenv.New(t)
-	limits := coordinator.DefaultLimits
-	limits.AckWait = time.Second
-	env.StartCoordinatorWith(coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
-	s := &site{env: env, agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"), alice: env.Dial(env.Creds(accounts.RoleUser, "alice", "a"))}
+	s := newLostCheckSite(t)
+	env := s.env
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
 	st, err := env.CoordConn.JS.Stream(testenv.Context(t), subjects.JobsStream)
 	if err != nil {
@@ -205,4 +199,13 @@ func TestLostRequestRequeued(t *testing.T) {
 	}); !ok {
 		t.Error("the coordinator did not say why it requeued the job")
 	}
+}
+
+// newLostCheckSite is a site whose coordinator checks for lost jobs every
+// 50 ms, with an ack wait of a second.
+func newLostCheckSite(t *testing.T) *site {
+	t.Helper()
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	return newSiteWith(t, coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
 }
