@@ -270,13 +270,28 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		case <-ctx.Done():
 			return nil
 		}
+		// A pull request that a reconnect leaves waiting at the server
+		// would take the next job for no one (its reply finds no inbox),
+		// and the job would wait out its ack wait. So pull only while
+		// connected, and give a pull up only for a reconnect after it was
+		// sent, not for one before whose news comes late.
+		if !a.waitConnected(ctx) {
+			return nil
+		}
+		sent := a.conn.Stats().Reconnects
 		pctx, cancel := context.WithCancel(ctx)
 		pulled := make(chan struct{})
 		go func() {
-			select {
-			case <-reconnected:
-				cancel()
-			case <-pulled:
+			for {
+				select {
+				case <-reconnected:
+					if a.conn.Stats().Reconnects != sent {
+						cancel()
+						return
+					}
+				case <-pulled:
+					return
+				}
 			}
 		}()
 		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, pullWait, func(m *nats.Msg) error {
@@ -309,6 +324,19 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		}
 	}
 	return nil
+}
+
+// waitConnected waits until the connection is up, and reports false if
+// ctx ended first.
+func (a *Agent) waitConnected(ctx context.Context) bool {
+	for !a.conn.IsConnected() {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (a *Agent) takeSlot(ctx context.Context, m *nats.Msg, ackWait time.Duration) bool {

@@ -138,12 +138,7 @@ func (a *Agent) ack(ctx context.Context, m *nats.Msg, ackWait time.Duration) err
 	ctx, cancel := context.WithTimeout(ctx, ackWait)
 	defer cancel()
 	for {
-		for !a.conn.IsConnected() && ctx.Err() == nil {
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
-			}
-		}
+		a.waitConnected(ctx)
 		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
 		err := m.AckSync(nats.Context(actx))
 		acancel()
@@ -233,12 +228,8 @@ func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
 func (a *Agent) store(ctx context.Context, m *nats.Msg) (dup bool, err error) {
 	backoff := 50 * time.Millisecond
 	for first := true; ; first = false {
-		for !a.conn.IsConnected() {
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
-				return false, fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
-			}
+		if !a.waitConnected(ctx) {
+			return false, fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		ack, err := a.js.PublishMsg(pctx, m)
