@@ -6,7 +6,7 @@ PKGS    := ./...
 NATS_VERSION        := v0.5.1
 NATS_SERVER_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 
-.PHONY: all build run test unit e2e fuzz vet fmt tools clean dist dist-check
+.PHONY: all build run test unit e2e fuzz vet fmt tools clean soak dist dist-check
 
 all: build
 
@@ -26,6 +26,13 @@ unit:
 
 e2e: build
 	$(GO) test -race -count=1 -timeout 15m ./e2e/
+
+# The full soak: 2,000 jobs on 4 agents through agent SIGKILLs, a
+# coordinator and a server restart and a 10 s network cut of an agent in a
+# namespace behind NAT (root, iproute2 and iptables; skipped otherwise). A
+# small one runs with every 'make test'.
+soak:
+	OUTPOST_SOAK=1 $(GO) test -count=1 -timeout 40m -run '^TestSoak$$' -v ./e2e/
 
 # Fuzz each parser for a while (FUZZTIME=30s by default); new crashers land
 # in testdata/fuzz and then run with every `make test`.

@@ -39,6 +39,12 @@ type Config struct {
 	// MaxOutput caps the output bytes kept per attempt; past it lines are
 	// dropped and a marker line says how many. Zero means DefaultMaxOutput.
 	MaxOutput int64
+	// MaxBuffered bounds the output bytes the agent holds, for all its jobs,
+	// that NATS has not yet stored: while the link is down the jobs run on
+	// and their lines wait here; past the bound lines are dropped, and a
+	// marker line says how many once there is room again. Zero means
+	// DefaultMaxBuffered; less than MinBuffered is refused.
+	MaxBuffered int64
 	// DrainTimeout is how long Run, once its context ends, lets running
 	// jobs finish before it kills them and hands them back to the queue.
 	// Zero kills them at once.
@@ -49,6 +55,13 @@ type Config struct {
 
 // DefaultMaxOutput is the output kept per attempt unless Config says.
 const DefaultMaxOutput = 256 << 20
+
+// DefaultMaxBuffered is the unsent output an agent holds unless Config
+// says; MinBuffered is the least it accepts: two full log messages.
+const (
+	DefaultMaxBuffered = 64 << 20
+	MinBuffered        = 2 * subjects.MaxLogMsg
+)
 
 // Agent pulls and runs jobs. Create it with New and run it with Run.
 type Agent struct {
@@ -66,10 +79,13 @@ type Agent struct {
 	beatEvery    time.Duration
 	drainTimeout time.Duration
 	maxOutput    int64
+	room         *budget // unsent output of all jobs
+	watch        *watchdog
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
+	held    map[string]int         // jobs from delivery until acked or left; heartbeats list them
 	stopped map[string]pendingStop // stop requests for jobs not (yet) running here
 }
 
@@ -90,6 +106,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.MaxOutput <= 0 {
 		cfg.MaxOutput = DefaultMaxOutput
+	}
+	switch {
+	case cfg.MaxBuffered == 0:
+		cfg.MaxBuffered = DefaultMaxBuffered
+	case cfg.MaxBuffered < MinBuffered:
+		return nil, fmt.Errorf("the output buffer of %d bytes is too small: give at least %d (--max-buffer)", cfg.MaxBuffered, MinBuffered)
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 10 * time.Second
@@ -112,8 +134,9 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
+		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, stopped: map[string]pendingStop{},
+		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{},
 	}, nil
 }
 
@@ -132,6 +155,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.kill = killJobs
 	a.mu.Unlock()
+	if w, err := startWatchdog(); err != nil {
+		a.log.Warn("no watchdog: what a job leaves running may outlive this agent if it dies", "err", err)
+	} else {
+		a.watch = w
+		defer w.stop()
+	}
 	var subs []*nats.Subscription
 	defer func() {
 		for _, s := range subs {
@@ -245,13 +274,28 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		case <-ctx.Done():
 			return nil
 		}
+		// A pull request that a reconnect leaves waiting at the server
+		// would take the next job for no one (its reply finds no inbox),
+		// and the job would wait out its ack wait. So pull only while
+		// connected, and give a pull up only for a reconnect after it was
+		// sent, not for one before whose news comes late.
+		if !a.waitConnected(ctx) {
+			return nil
+		}
+		sent := a.conn.Stats().Reconnects
 		pctx, cancel := context.WithCancel(ctx)
 		pulled := make(chan struct{})
 		go func() {
-			select {
-			case <-reconnected:
-				cancel()
-			case <-pulled:
+			for {
+				select {
+				case <-reconnected:
+					if a.conn.Stats().Reconnects != sent {
+						cancel()
+						return
+					}
+				case <-pulled:
+					return
+				}
 			}
 		}()
 		// A pull request that reaches a server not yet serving the
@@ -294,6 +338,19 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		}
 	}
 	return nil
+}
+
+// waitConnected waits until the connection is up, and reports false if
+// ctx ended first.
+func (a *Agent) waitConnected(ctx context.Context) bool {
+	for !a.conn.IsConnected() {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (a *Agent) takeSlot(ctx context.Context, m *nats.Msg, ackWait time.Duration) bool {
@@ -379,7 +436,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		a.mu.Lock()
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
 			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load()}
-		for id := range a.running {
+		// Every job in hand, from delivery until its terminal status is
+		// stored: the coordinator requeues a running job its agent does
+		// not list.
+		for id := range a.held {
 			hb.Running = append(hb.Running, id)
 		}
 		a.mu.Unlock()
@@ -393,6 +453,20 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-t.C:
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// hold marks a job as in hand until the returned func is called.
+func (a *Agent) hold(id string) func() {
+	a.mu.Lock()
+	a.held[id]++
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.held[id]--; a.held[id] <= 0 {
+			delete(a.held, id)
 		}
 	}
 }

@@ -35,8 +35,14 @@ type site struct {
 
 func newSite(t *testing.T, limits coordinator.Limits) *site {
 	t.Helper()
+	return newSiteWith(t, coordinator.Config{Limits: limits})
+}
+
+// newSiteWith is newSite with a coordinator configured by cfg.
+func newSiteWith(t *testing.T, cfg coordinator.Config) *site {
+	t.Helper()
 	env := testenv.New(t)
-	env.StartCoordinator(limits)
+	env.StartCoordinatorWith(cfg)
 	return &site{
 		env:        env,
 		agentCreds: env.Creds(accounts.RoleAgent, "agent-a", "a"),

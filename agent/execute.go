@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -31,6 +32,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 	// The coordinator republishes a job as a later attempt when it knows its
 	// agent is gone; redeliveries of one request count on from there.
 	attempt := job.Attempt + int(meta.NumDelivered) - 1
+	defer a.hold(job.ID)()
 	log := a.log.With("job", job.ID, "attempt", attempt)
 
 	keep, cancelKeep := context.WithCancel(ctx)
@@ -57,17 +59,34 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		end.Error = fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(job.QueueTimeout))
 	case attempt > job.MaxAttempts:
 		end.State = subjects.StateFailed
-		end.Error = fmt.Sprintf("gave up: the agents running it were lost %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)
+		end.Error = fmt.Sprintf("gave up after %d attempts (max_attempts is %d): each time its agent was lost, or handed it back unfinished", attempt-1, job.MaxAttempts)
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
 		// The running report and the start overlap, so the process does not
 		// wait a round trip for it; run holds the output back until the
-		// report is stored, and kills the process if it cannot be.
+		// report is stored, and kills the process if it cannot be, or if
+		// another run stored this attempt's running status first.
 		reported := make(chan error, 1)
-		go func() { reported <- a.publishStatus(ctx, job, running) }()
+		go func() {
+			taken, err := a.publishStatus(ctx, job, running)
+			if err == nil && taken {
+				err = errTaken
+			}
+			reported <- err
+		}()
 		log.Info("job started", "command", job.Command)
 		res, err := a.run(ctx, job, attempt, reported)
+		if errors.Is(err, errTaken) {
+			// The server lost the request's delivery count (it restarted
+			// before saving it) and delivered it again as the same attempt.
+			// The run that stored the running status first acks the job; if
+			// it is gone, the ack wait hands the job on as the next attempt.
+			// Two runs of one attempt would mix their lines and statuses, so
+			// this one's process, killed within a round trip, sent nothing.
+			log.Warn("attempt already started by another run; leaving the job to it")
+			return
+		}
 		if err != nil {
 			log.Warn("could not report running; the job goes back to the queue", "err", err)
 			if ctx.Err() != nil {
@@ -87,20 +106,47 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		end.State, end.ExitCode, end.Error = res.state, res.exitCode, res.err
 	}
 	end.At = time.Now().UTC()
-	// The terminal status must be stored even while the agent shuts down.
-	fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	// The terminal status is retried until it is stored, however long NATS
+	// is out of reach, for as long as the agent runs, and for a while
+	// after it was told to stop its jobs.
+	fin, cancel := a.finalContext(ctx)
 	defer cancel()
-	if err := a.publishStatus(fin, job, end); err != nil {
+	if _, err := a.publishStatus(fin, job, end); err != nil {
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	// The ack is not waited for: were it lost, the coordinator takes the
-	// finished job off the queue all the same, and a redelivery is fenced
-	// by attempt, so waiting would only hold the slot for a round trip.
-	if err := m.Ack(); err != nil {
-		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
-	}
+	// The ack goes at once, and its confirmation is waited for off the
+	// job's slot, which would otherwise be held for a round trip. It is
+	// retried through a reconnect: an ack lost with the connection would
+	// have the finished job delivered again should the coordinator not
+	// take it off the queue first (it may be down, too).
+	a.jobs.Add(1)
+	go func() {
+		defer a.jobs.Done()
+		actx, cancel := a.finalContext(ctx)
+		defer cancel()
+		if err := a.ack(actx, m, ackWait); err != nil {
+			log.Warn("ack failed; the job may be redelivered, and is then stopped at once", "err", err)
+		}
+	}()
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// ack acks a job whose terminal status is stored, confirmed by the server,
+// retrying through a reconnect for up to the ack wait.
+func (a *Agent) ack(ctx context.Context, m *nats.Msg, ackWait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, ackWait)
+	defer cancel()
+	for {
+		a.waitConnected(ctx)
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		err := m.AckSync(nats.Context(actx))
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		a.stats.retries.Add(1)
+	}
 }
 
 // jobAckWait is the consumer's ack wait, as the coordinator wrote it on the
@@ -138,38 +184,68 @@ func decodeJob(m *nats.Msg) (subjects.Job, error) {
 }
 
 // publishStatus stores a status event, retrying through reconnects until
-// the server acknowledges it or ctx ends. Its message ID makes retries safe.
-func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects.StatusEvent) error {
+// the server acknowledges it or ctx ends. Its message ID makes retries
+// safe, and tells when another run stored the same event first.
+func (a *Agent) publishStatus(ctx context.Context, job subjects.Job, ev subjects.StatusEvent) (taken bool, err error) {
 	b, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return false, err
 	}
 	m := nats.NewMsg(subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindStatus))
 	m.Data = b
 	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(job.ID, ev.Attempt, string(ev.State)))
 	m.Header.Set(subjects.HeaderAttempt, strconv.Itoa(ev.Attempt))
-	return a.storeWithRetry(ctx, m)
+	return a.store(ctx, m)
+}
+
+// finalStatusGrace is how long an agent that stops its jobs still tries to
+// store the terminal status of a job that had ended, and to ack it.
+const finalStatusGrace = 30 * time.Second
+
+// errTaken says that another run stored an attempt's running status first.
+var errTaken = errors.New("attempt already started by another run")
+
+// finalContext outlives ctx, the jobs' context, by finalStatusGrace: what
+// a job that ended still has to say is said while the agent stops.
+func (a *Agent) finalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	fin, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(finalStatusGrace, cancel) })
+	return fin, func() { stop(); cancel() }
 }
 
 // storeWithRetry publishes m until JetStream acknowledges it.
 func (a *Agent) storeWithRetry(ctx context.Context, m *nats.Msg) error {
+	_, err := a.store(ctx, m)
+	return err
+}
+
+// store publishes m until JetStream acknowledges it, and reports whether
+// the first try found m stored already (its Nats-Msg-Id seen in the
+// de-duplication window): published by someone else, since a later try
+// may find our own earlier one whose ack was lost. While the connection is
+// down it only waits: a publish then would pile up in the client's
+// reconnect buffer.
+func (a *Agent) store(ctx context.Context, m *nats.Msg) (dup bool, err error) {
 	backoff := 50 * time.Millisecond
-	for {
+	for first := true; ; first = false {
+		if !a.waitConnected(ctx) {
+			return false, fmt.Errorf("publish %s: not connected to NATS: %w", m.Subject, ctx.Err())
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := a.js.PublishMsg(pctx, m)
+		ack, err := a.js.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
-			return nil
+			return first && ack.Duplicate, nil
 		}
 		if d := a.conn.Denied(); d != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, d)
+			return false, fmt.Errorf("publish %s: %w", m.Subject, d)
 		}
 		a.stats.retries.Add(1)
 		a.log.Warn("publish failed; retrying", "subject", m.Subject, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
+			return false, fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}

@@ -27,13 +27,14 @@ func PublishLog(ctx context.Context, js jetstream.JetStream, subject, job string
 // PublishLogLinger is PublishLog with a linger of its own; zero keeps the
 // agent's.
 func PublishLogLinger(ctx context.Context, js jetstream.JetStream, subject, job string, attempt int, linger time.Duration, in <-chan Line) {
-	pub := &publisher{js: js, retry: func(ctx context.Context, m *nats.Msg) error {
+	room := newBudget(DefaultMaxBuffered)
+	pub := newPublisher(js, room, func() bool { return true }, func(ctx context.Context, m *nats.Msg) error {
 		_, err := js.PublishMsg(ctx, m)
 		return err
-	}}
-	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub, linger: linger}
-	b.run(ctx, in)
-	pub.close(ctx)
+	})
+	b := &batcher{subject: subject, job: job, attempt: attempt, pub: pub, room: room, linger: linger}
+	go b.run(in)
+	pub.run(ctx)
 }
 
 // Stream, Text and Partial read a Line.

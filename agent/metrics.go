@@ -12,6 +12,8 @@ import (
 // stats are the agent's running totals, read by its heartbeat and metrics.
 type stats struct {
 	lines, bytes, retries atomic.Uint64
+	// lost counts lines dropped because the output buffer was full.
+	lost atomic.Uint64
 }
 
 // Register adds the agent's metrics to reg: slots used and free, log lines
@@ -23,6 +25,7 @@ func (a *Agent) Register(reg prometheus.Registerer) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_agent_slots_free", Help: "Job slots free."}, func() float64 { return float64(cap(a.slots)) - used() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_lines_total", Help: "Log lines published."}, func() float64 { return float64(a.stats.lines.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_bytes_total", Help: "Log bytes published."}, func() float64 { return float64(a.stats.bytes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_lines_lost_total", Help: "Log lines dropped because NATS was out of reach and the output buffer was full."}, func() float64 { return float64(a.stats.lost.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_publish_retries_total", Help: "Status and log publishes retried after a failure."}, func() float64 { return float64(a.stats.retries.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_reconnects_total", Help: "Reconnections to NATS."}, func() float64 { return float64(a.conn.Stats().Reconnects) }),
 	} {

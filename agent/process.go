@@ -89,9 +89,18 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		return failed(-1, "pipe: %v", err), <-reported
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	open, err := a.watch.gate(cmd)
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return failed(-1, "pipe: %v", err), <-reported
+	}
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
+	open(err == nil)
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -121,20 +130,25 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		defer t.Stop()
 	}
 	if err := <-reported; err != nil {
-		// Nothing of a job runs unrecorded: it goes back to the queue.
+		// Nothing of a job runs unrecorded: it goes back to the queue (or
+		// stays with the run that recorded this attempt first).
 		p.kill()
 		_ = cmd.Wait()
 		close(p.done)
+		a.watch.remove(cmd.Process.Pid)
 		outR.Close()
 		errR.Close()
 		return result{}, err
 	}
 
 	lines := make(chan line, 1024)
-	pub := &publisher{js: a.js, retry: a.storeWithRetry}
-	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub, limit: a.maxOutput, stats: &a.stats}
+	pub := newPublisher(a.js, a.room, a.conn.IsConnected, a.storeWithRetry)
+	published := make(chan struct{})
+	go func() { pub.run(ctx); close(published) }()
+	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt,
+		pub: pub, room: a.room, limit: a.maxOutput, stats: &a.stats}
 	batched := make(chan struct{})
-	go func() { b.run(ctx, lines); close(batched) }()
+	go func() { b.run(lines); close(batched) }()
 	var readers sync.WaitGroup
 	for _, r := range []struct {
 		f    *os.File
@@ -148,6 +162,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 	close(p.done)
 	// Whatever the job left behind in its group dies with it.
 	p.group.signal(syscall.SIGKILL)
+	a.watch.remove(cmd.Process.Pid)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
@@ -162,7 +177,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 	errR.Close()
 	close(lines)
 	<-batched
-	pub.close(ctx)
+	<-published
 
 	p.mu.Lock()
 	reason := p.reason

@@ -1,17 +1,13 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -189,47 +185,5 @@ func TestWorkDir(t *testing.T) {
 				t.Error("cleanup removed an absolute dir the job named")
 			}
 		})
-	}
-}
-
-// TestRunKillsJobWhoseReportFails: a job's process starts while its running
-// report is on its way. If the report cannot be stored, nothing of the job
-// may go on running, and run says why.
-func TestRunKillsJobWhoseReportFails(t *testing.T) {
-	a := &Agent{work: t.TempDir(), grace: time.Second, running: map[string]*process{}, stopped: map[string]pendingStop{}}
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	job := subjects.Job{ID: testJob, JobSpec: subjects.JobSpec{Tag: "a", Command: []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 600"}}}
-	reported := make(chan error, 1)
-	ran := make(chan error, 1)
-	go func() {
-		_, err := a.run(context.Background(), job, 1, reported)
-		ran <- err
-	}()
-	var pid int
-	for deadline := time.Now().Add(20 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the job's process did not start while its report was on its way")
-		}
-		b, _ := os.ReadFile(pidFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	refused := errors.New("the store refused the report")
-	reported <- refused
-	select {
-	case err := <-ran:
-		if !errors.Is(err, refused) {
-			t.Errorf("run returned %v, want the report's error", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after the report failed")
-	}
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("the job's process %d still exists: %v", pid, err)
-	}
-	if len(a.running) != 0 {
-		t.Errorf("the agent still counts %d running jobs", len(a.running))
-	}
-	if _, err := os.Stat(filepath.Join(a.work, testJob)); !errors.Is(err, os.ErrNotExist) {
-		t.Error("the job's work directory was left behind")
 	}
 }

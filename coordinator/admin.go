@@ -115,7 +115,7 @@ func (c *Coordinator) requeue(ctx context.Context, rec subjects.Record, reason s
 	if err != nil || !changed {
 		return err
 	}
-	if err := c.unqueue(ctx, rec); err != nil {
+	if err := c.dequeue(ctx, rec); err != nil {
 		return err
 	}
 	if err := c.publishStatus(ctx, updated, ev); err != nil {

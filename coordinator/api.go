@@ -475,7 +475,7 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 			}
 		}
 		if changed {
-			if err := c.unqueue(ctx, *rec); err != nil {
+			if err := c.dequeue(ctx, *rec); err != nil {
 				c.log.Warn("could not take stopped job off the queue; its agent will be told to stop it", "job", rec.ID, "err", err)
 			}
 			if err := c.publishStatus(ctx, updated, ev); err != nil {
@@ -502,10 +502,6 @@ func (c *Coordinator) stop(ctx context.Context, who caller, req subjects.StopReq
 	}
 	c.log.Info("job stop requested", "job", rec.ID, "by", who.name, "force", req.Force)
 	return rec, nil
-}
-
-func (c *Coordinator) unqueue(ctx context.Context, rec subjects.Record) error {
-	return c.jobsStream.Purge(ctx, jetstream.WithPurgeSubject(subjects.JobSubject(rec.Tag, rec.ID)))
 }
 
 // control tells the agents of a job's tag to stop it. The reply subject

@@ -32,6 +32,9 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Limits are the stream limits; the zero value means DefaultLimits.
 	Limits Limits
+	// LostCheck is how often running jobs are checked against the agents'
+	// heartbeats, to requeue those no agent runs any more; zero means 5s.
+	LostCheck time.Duration
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -39,18 +42,19 @@ type Config struct {
 // Coordinator answers the API and keeps job records. Create it with New
 // and run it with Run.
 type Coordinator struct {
-	auth   *accounts.Authority
-	conn   *client.Conn
-	sys    *nats.Conn
-	js     jetstream.JetStream
-	limits Limits
-	log    *slog.Logger
-	jobs   records
-	creds  registry
-	tags   sync.Map     // tag -> struct{}: tags whose consumer is known to exist
-	timed  atomic.Int64 // queued jobs with a queue timeout, as far as known
-	m      *metrics
-	fleet  *fleet
+	auth      *accounts.Authority
+	conn      *client.Conn
+	sys       *nats.Conn
+	js        jetstream.JetStream
+	limits    Limits
+	lostCheck time.Duration
+	log       *slog.Logger
+	jobs      records
+	creds     registry
+	tags      sync.Map     // tag -> struct{}: tags whose consumer is known to exist
+	timed     atomic.Int64 // queued jobs with a queue timeout, as far as known
+	m         *metrics
+	fleet     *fleet
 	// jobsStream is kept to take finished or stopped jobs off the queue.
 	jobsStream jetstream.Stream
 }
@@ -64,7 +68,10 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, sys: cfg.Sys, js: cfg.Conn.JS, limits: cfg.Limits, log: cfg.Logger}
+	if cfg.LostCheck <= 0 {
+		cfg.LostCheck = 5 * time.Second
+	}
+	c := &Coordinator{auth: cfg.Auth, conn: cfg.Conn, sys: cfg.Sys, js: cfg.Conn.JS, limits: cfg.Limits, lostCheck: cfg.LostCheck, log: cfg.Logger}
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
@@ -253,6 +260,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	swept := make(chan struct{})
 	go func() { defer close(swept); c.sweep(ctx) }()
 	defer func() { <-swept }()
+	watched := make(chan struct{})
+	go func() { defer close(watched); c.watchLost(ctx, c.lostCheck) }()
+	defer func() { <-watched }()
 	c.log.Info("coordinator ready", "api", subjects.APIAll)
 	select {
 	case <-ctx.Done():

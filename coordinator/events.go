@@ -87,7 +87,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, m jetstream.Msg) error {
 			// Normally the agent's ack has removed the request already; if the
 			// agent died between storing the status and acking, this keeps the
 			// finished job from being delivered again.
-			if err := c.unqueue(ctx, rec); err != nil {
+			if err := c.dequeue(ctx, rec); err != nil {
 				c.log.Warn("could not take a finished job off the queue", "job", rec.ID, "err", err)
 			}
 		}

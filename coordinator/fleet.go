@@ -62,6 +62,14 @@ func (f *fleet) beat(m *nats.Msg) {
 	f.agents[name], f.seen[name] = hb, time.Now()
 }
 
+// last returns the agent's last heartbeat and when it came.
+func (f *fleet) last(name string) (subjects.HeartbeatMsg, time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	hb, ok := f.agents[name]
+	return hb, f.seen[name], ok
+}
+
 func (f *fleet) Describe(ch chan<- *prometheus.Desc) { ch <- f.online }
 
 func (f *fleet) Collect(ch chan<- prometheus.Metric) {

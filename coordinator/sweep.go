@@ -52,7 +52,7 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			if err != nil || !changed {
 				continue
 			}
-			if err := c.unqueue(ctx, rec); err != nil {
+			if err := c.dequeue(ctx, rec); err != nil {
 				c.log.Warn("could not take an expired job off the queue; its agent will refuse it", "job", rec.ID, "err", err)
 			}
 			if err := c.publishStatus(ctx, updated, ev); err != nil {

@@ -345,6 +345,12 @@ func (c *coord) start(t testing.TB) {
 	}
 	c.admin.server = c.url
 	// The banner comes before the API subscribes: wait until it answers.
+	c.waitAPI(t)
+}
+
+// waitAPI waits until the coordinator's API answers.
+func (c *coord) waitAPI(t testing.TB) {
+	t.Helper()
 	testenv.EventuallyWithin(t, startTimeout, "the coordinator's API to answer", func() bool {
 		if c.proc.exited() {
 			t.Fatalf("coordinator exited at start:\n%s", tail(c.proc.stderr.String(), 40))
@@ -451,7 +457,13 @@ func issueCreds(t testing.TB, data string, reqs ...accounts.Request) {
 // Someone may take it before it is used; callers that bind it retry.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortOn(t, "127.0.0.1")
+}
+
+// freePortOn is freePort on another address of this machine.
+func freePortOn(t testing.TB, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -398,7 +398,7 @@ func TestStopQueuedJobNeverRuns(t *testing.T) {
 }
 
 // TestJobOfALostAgentRunsAgain: when the agent running a job dies, its
-// process group dies with it, and once the ack wait passes another agent of
+// process group dies with it (a background child too), and once the ack wait passes another agent of
 // the tag runs the job as a later attempt, which 'status' and 'logs' show.
 func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	t.Parallel()
@@ -406,7 +406,7 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	dir := t.TempDir()
 	first := c.startAgent(t, "local-agent")
 	id := c.admin.submit(t, "--tag", "local", "--env", "DIR="+dir, "--max-attempts", "5", "--", "sh", "-c",
-		`echo "attempt $OUTPOST_ATTEMPT"; echo $$ > "$DIR/pid.$OUTPOST_ATTEMPT"; while [ ! -e "$DIR/gate" ]; do sleep 0.02; done; echo done`)
+		`echo "attempt $OUTPOST_ATTEMPT"; sleep 600 >/dev/null 2>&1 & echo $! > "$DIR/child.$OUTPOST_ATTEMPT"; echo $$ > "$DIR/pid.$OUTPOST_ATTEMPT"; while [ ! -e "$DIR/gate" ]; do sleep 0.02; done; echo done`)
 	pidFile := filepath.Join(dir, "pid.1")
 	testenv.EventuallyWithin(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(pidFile) })
 	c.admin.waitState(t, id, "running")
@@ -427,6 +427,15 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || alive(pid) {
 		t.Errorf("the first attempt's process (%q) outlived its agent", b)
 	}
+	b, err = os.ReadFile(filepath.Join(dir, "child.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.EventuallyWithin(t, stopTimeout, "the first attempt's background child to die with its agent", func() bool { return !alive(child) })
 	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

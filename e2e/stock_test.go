@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,6 +44,13 @@ func TestStockNATSServer(t *testing.T) {
 	}
 }
 
+// stockServer is a stock nats-server running the configuration that
+// 'coordinator init' wrote in data.
+type stockServer struct {
+	url, data string
+	proc      *proc
+}
+
 // startStockServer initialises a data directory for a server on a free
 // port and starts nats-server with the configuration it wrote, returning
 // the server's URL. The port can be taken between the choice and the
@@ -50,22 +58,53 @@ func TestStockNATSServer(t *testing.T) {
 // are more flags for 'coordinator init', such as --tls.
 func startStockServer(t *testing.T, data string, initArgs ...string) string {
 	t.Helper()
+	return newStockServer(t, data, initArgs...).url
+}
+
+func newStockServer(t testing.TB, data string, initArgs ...string) *stockServer {
+	t.Helper()
+	return newStockServerOn(t, data, "127.0.0.1", initArgs...)
+}
+
+// newStockServerOn is newStockServer listening on another address of
+// this machine.
+func newStockServerOn(t testing.TB, data, host string, initArgs ...string) *stockServer {
+	t.Helper()
 	for range 3 {
-		port := freePort(t)
-		listen := "127.0.0.1:" + strconv.Itoa(port)
+		listen := net.JoinHostPort(host, strconv.Itoa(freePortOn(t, host)))
 		r := runCmd(t, filepath.Dir(data), baseEnv(), bin("coordinator"), append([]string{"init", "--data", data, "--listen", listen}, initArgs...)...)
 		if r.code != 0 || !strings.Contains(r.stdout, "nats-server -c "+filepath.Join(data, "nats-server.conf")) {
 			t.Fatalf("coordinator init:\n%s", r)
 		}
-		srv := startProc(t, filepath.Dir(data), baseEnv(), bins.natsServer, "-c", filepath.Join(data, "nats-server.conf"))
-		testenv.EventuallyWithin(t, startTimeout, "nats-server to listen on "+listen, func() bool {
-			return srv.exited() || strings.Contains(srv.stderr.String(), "Server is ready")
-		})
-		if !srv.exited() {
-			return "nats://" + listen
+		s := &stockServer{url: "nats://" + listen, data: data}
+		if s.start(t) {
+			return s
 		}
-		t.Logf("nats-server could not start on %s; trying another port:\n%s", listen, tail(srv.stderr.String(), 10))
+		t.Logf("nats-server could not start on %s; trying another port:\n%s", listen, tail(s.proc.stderr.String(), 10))
 	}
 	t.Fatal("nats-server did not start")
-	return ""
+	return nil
+}
+
+// start runs nats-server and reports whether it became ready.
+func (s *stockServer) start(t testing.TB) bool {
+	t.Helper()
+	s.proc = startProc(t, filepath.Dir(s.data), baseEnv(), bins.natsServer, "-c", filepath.Join(s.data, "nats-server.conf"))
+	testenv.EventuallyWithin(t, startTimeout, "nats-server to listen on "+s.url, func() bool {
+		return s.proc.exited() || strings.Contains(s.proc.stderr.String(), "Server is ready")
+	})
+	return !s.proc.exited()
+}
+
+// kill ends the server with SIGKILL, as a crash would.
+func (s *stockServer) kill(t testing.TB) {
+	t.Helper()
+	_ = s.proc.cmd.Process.Kill()
+	s.proc.wait(t, stopTimeout)
+}
+
+// restart starts the server again on its port and store after kill.
+func (s *stockServer) restart(t testing.TB) {
+	t.Helper()
+	testenv.EventuallyWithin(t, startTimeout, "nats-server to start again on "+s.url, func() bool { return s.start(t) })
 }

@@ -38,6 +38,7 @@ func root() *cobra.Command {
 		grace       time.Duration
 		drain       time.Duration
 		maxOutput   int64
+		maxBuffer   int64
 		metricsAddr string
 		verbose     bool
 	)
@@ -66,7 +67,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				return err
 			}
 			defer nc.Close()
-			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, MaxOutput: maxOutput, Logger: log})
+			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, MaxOutput: maxOutput, MaxBuffered: maxBuffer, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -115,6 +116,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz here, such as 127.0.0.1:9091 (default: none)")
 	f.Int64Var(&maxOutput, "max-output", agent.DefaultMaxOutput, "output bytes kept per job attempt; past it lines are dropped and a marker says so")
+	f.Int64Var(&maxBuffer, "max-buffer", agent.DefaultMaxBuffered, "output bytes held while NATS is out of reach, for all jobs; past it lines are dropped and a marker says how many")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running jobs may finish before they are stopped and requeued")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd

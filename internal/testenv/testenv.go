@@ -195,12 +195,15 @@ func (e *Env) StartCoordinatorWith(cfg coordinator.Config) *coordinator.Coordina
 }
 
 // StartAgent runs an agent with the creds file at path until the test
-// ends. cfg.Conn is filled in; an empty WorkDir becomes a directory of the
+// ends. cfg.Conn is filled in unless given (a connection through a Proxy,
+// say); an empty WorkDir becomes a directory of the
 // test's own, and a nil Logger the Env's Logs. It returns once the agent
 // listens for stop requests.
 func (e *Env) StartAgent(creds string, cfg agent.Config) *agent.Agent {
 	e.t.Helper()
-	cfg.Conn = e.Dial(creds)
+	if cfg.Conn == nil {
+		cfg.Conn = e.Dial(creds)
+	}
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = e.t.TempDir()
 	}

@@ -1,0 +1,211 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/agent"
+	"github.com/outpost-run/outpost/coordinator"
+	"github.com/outpost-run/outpost/internal/testenv"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// TestNakCountsAsAnAttempt: an agent that hands a job back (a Nak: it
+// could not run it, or it was stopped while running it) has used one of
+// the job's attempts. A client with an agent's creds takes the job and
+// hands it back max_attempts times; the next agent fails it with the
+// reason, without running it.
+func TestNakCountsAsAnAttempt(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	dir := t.TempDir()
+	const maxAttempts = 3
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, MaxAttempts: maxAttempts, Command: sh("touch ran")})
+
+	nak := s.env.Dial(s.agentCreds)
+	for n := 1; n <= maxAttempts; n++ {
+		got, err := nak.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, func(m *nats.Msg) error {
+			if meta, _ := m.Metadata(); meta == nil || int(meta.NumDelivered) != n || m.Subject != subjects.JobSubject("a", r.ID) {
+				t.Fatalf("delivery %d: %s %+v", n, m.Subject, meta)
+			}
+			return m.Nak()
+		})
+		if got != 1 || err != nil {
+			t.Fatalf("delivery %d: fetched %d jobs: %v", n, got, err)
+		}
+	}
+
+	s.startAgent(t)
+	rec := s.waitState(t, r.ID, subjects.StateFailed)
+	if rec.Attempt != maxAttempts+1 || !strings.Contains(rec.Error, "max_attempts is 3") || !strings.Contains(rec.Error, "handed it back") {
+		t.Errorf("record: attempt %d error %q", rec.Attempt, rec.Error)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("the job ran past its max_attempts")
+	}
+	testenv.Eventually(t, "the job to be acked", func() bool { return !s.queued(t, r.ID) })
+}
+
+// TestAttemptStartedElsewhereIsNotRunTwice: a server that restarts before
+// it saved a delivery delivers the job again with the same delivery count,
+// so as the same attempt, while the first run goes on. Here the first run
+// is a client with an agent's creds that stored the attempt's running
+// status; the agent must leave the attempt to it rather than run it too,
+// and once that run is silent past the ack wait, run the next attempt.
+// The agent starts a process while its running report is on its way, so
+// the second run of attempt 1 may start; it must be killed, and store
+// nothing. Attempt 1 never ends by itself here, so a run of it that was
+// not killed would show.
+func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
+	t.Parallel()
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	s := newSite(t, limits)
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo $$ > "pid.$OUTPOST_ATTEMPT"
+echo "attempt $OUTPOST_ATTEMPT"
+if [ "$OUTPOST_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi`)})
+
+	other := s.env.Dial(s.agentCreds)
+	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
+	m := nats.NewMsg(subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus))
+	m.Data = ev
+	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(r.ID, 1, string(subjects.StateRunning)))
+	if _, err := other.JS.PublishMsg(testenv.Context(t), m); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateRunning)
+
+	mark := s.env.Logs.Len()
+	s.startAgent(t)
+	s.env.Logs.Wait(t, mark, "the agent to leave attempt 1 to the other run", func(e testenv.Entry) bool {
+		return e.Msg == "attempt already started by another run; leaving the job to it" && e.Attrs["attempt"] == "1"
+	})
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	if rec.Attempt != 2 {
+		t.Errorf("record at attempt %d; want it run as attempt 2", rec.Attempt)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "pid.1")); err == nil {
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := os.FindProcess(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, "the second run of attempt 1 to be killed", func() bool {
+			return p.Signal(syscall.Signal(0)) != nil
+		})
+	}
+	for _, m := range stored(t, s.env, subjects.EventSubject("a", "alice", r.ID, subjects.KindLog)) {
+		if a := m.Headers().Get(subjects.HeaderAttempt); a != "2" || string(m.Data()) != "attempt 2\n" {
+			t.Errorf("stored a line of attempt %s: %q", a, m.Data())
+		}
+	}
+}
+
+// TestLostJobRequeued: a server that restarts after a crash may forget
+// that a job was delivered, and never deliver it again, while the job's
+// agent is gone. Here a client with an agent's creds holds the job's
+// request (it keeps it with InProgress, so the consumer never hands it on)
+// after reporting it running, and beats without it, as a restarted agent
+// does. The coordinator takes the job for lost and requeues it, and a real
+// agent runs it as attempt 2.
+func TestLostJobRequeued(t *testing.T) {
+	t.Parallel()
+	s := newLostCheckSite(t)
+	env := s.env
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
+
+	lost := env.Dial(s.agentCreds)
+	var m *nats.Msg
+	if _, err := lost.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, func(got *nats.Msg) error {
+		m = got
+		return nil
+	}); m == nil {
+		t.Fatalf("no job fetched: %v", err)
+	}
+	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
+	if _, err := lost.JS.Publish(testenv.Context(t), subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus), ev); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateRunning)
+	beat, _ := json.Marshal(subjects.HeartbeatMsg{Agent: "agent-a", Tags: []string{"a"}, Slots: 1, At: time.Now().UTC()})
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = m.InProgress()
+			_ = lost.Publish(subjects.HeartbeatSubject("a", "agent-a"), beat)
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+
+	mark := env.Logs.Len()
+	env.StartAgent(env.Creds(accounts.RoleAgent, "agent-b", "a"), agent.Config{})
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	if rec.Attempt != 2 || rec.Agent != "agent-b" {
+		t.Errorf("the lost job ended at attempt %d on %q, want attempt 2 on agent-b", rec.Attempt, rec.Agent)
+	}
+	if _, ok := env.Logs.Find(mark, func(e testenv.Entry) bool {
+		return e.Msg == "job requeued" && e.Attrs["reason"] == "its agent agent-a no longer runs it"
+	}); !ok {
+		t.Error("the coordinator did not say why it requeued the job")
+	}
+}
+
+// TestLostRequestRequeued: a server that restarts after a crash may come
+// back counting a job's request as delivered when no agent got it. Here
+// the request is taken off the queue by hand; the job's record says
+// queued, but the tag's consumer has nothing to deliver. The coordinator
+// requeues the job, and an agent runs it.
+func TestLostRequestRequeued(t *testing.T) {
+	t.Parallel()
+	s := newLostCheckSite(t)
+	env := s.env
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo ran")})
+	st, err := env.CoordConn.JS.Stream(testenv.Context(t), subjects.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(testenv.Context(t), jetstream.WithPurgeSubject(subjects.JobSubject("a", r.ID))); err != nil {
+		t.Fatal(err)
+	}
+	mark := env.Logs.Len()
+	s.startAgent(t)
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	if rec.Attempt != 2 {
+		t.Errorf("the job ran as attempt %d, want 2", rec.Attempt)
+	}
+	if _, ok := env.Logs.Find(mark, func(e testenv.Entry) bool {
+		return e.Msg == "job requeued" && e.Attrs["reason"] == "its request was lost from the queue"
+	}); !ok {
+		t.Error("the coordinator did not say why it requeued the job")
+	}
+}
+
+// newLostCheckSite is a site whose coordinator checks for lost jobs every
+// 50 ms, with an ack wait of a second.
+func newLostCheckSite(t *testing.T) *site {
+	t.Helper()
+	limits := coordinator.DefaultLimits
+	limits.AckWait = time.Second
+	return newSiteWith(t, coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
+}

@@ -1,0 +1,134 @@
+//go:build unix
+
+package agent
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+// watchdogScript keeps the set of the jobs' process groups that the agent
+// writes to it ("+ PGID", "- PGID"), and kills every group still in it
+// when its input ends: when the agent exits, or dies, however it dies.
+const watchdogScript = `groups=" "
+while read -r op g; do
+  case "$op" in
+    +) groups="$groups$g " ;;
+    -) case "$groups" in *" $g "*) groups="${groups%% $g *} ${groups#* $g }" ;; esac ;;
+  esac
+done
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+`
+
+// gateScript holds a job, started as its arguments, until a line comes on
+// fd 3, and gives up if none ever comes (its agent died).
+const gateScript = `read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
+
+// watchdog is a small shell process beside the agent that kills the jobs'
+// process groups if the agent dies. The parent-death signal reaches only
+// each job's first process (and macOS has none); what it started, a
+// background child say, would live on without its agent. (On Windows a
+// job object does this: watchdog_windows.go.)
+type watchdog struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	in  io.WriteCloser
+}
+
+// startWatchdog starts the watchdog in a process group of its own, so a
+// signal meant for the agent's terminal does not end it first.
+func startWatchdog() (*watchdog, error) {
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the job watchdog: %w", err)
+	}
+	return &watchdog{cmd: cmd, in: in}, nil
+}
+
+// gate makes cmd, once started, wait until open(true), which tells the
+// watchdog about its process group first: a child that the job started
+// before that would outlive an agent dying at that moment. open is to be
+// called once Start has returned; open(false), or the agent's death,
+// makes the gate exit 125 without running the command.
+func (w *watchdog) gate(cmd *exec.Cmd) (open func(run bool), err error) {
+	if w == nil || cmd.Err != nil || !program(cmd.Path) {
+		// Start fails by itself, or the shell would run what exec refuses.
+		return func(bool) {}, nil
+	}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r) // fd 3
+	cmd.Args = append([]string{"sh", "-c", gateScript, "outpost-job", cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = w.cmd.Path
+	return func(run bool) {
+		_ = r.Close()
+		if run && cmd.Process != nil {
+			w.add(cmd.Process.Pid)
+			_, _ = wr.Write([]byte("\n"))
+		}
+		_ = wr.Close()
+	}, nil
+}
+
+// add and remove tell the watchdog about a job's process group; the
+// group's leader pid names it.
+func (w *watchdog) add(pgid int)    { w.send("+", pgid) }
+func (w *watchdog) remove(pgid int) { w.send("-", pgid) }
+
+func (w *watchdog) send(op string, pgid int) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, _ = io.WriteString(w.in, op+" "+strconv.Itoa(pgid)+"\n")
+}
+
+// stop ends the watchdog once no job runs: with an empty set it kills
+// nothing.
+func (w *watchdog) stop() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	_ = w.in.Close()
+	w.mu.Unlock()
+	_ = w.cmd.Wait()
+}
+
+// program reports whether path is an executable file that exec runs as
+// it is: a binary (ELF, or Mach-O on macOS), or a script naming its
+// interpreter.
+func program(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return false
+	}
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	if n >= 2 && string(head[:2]) == "#!" {
+		return true
+	}
+	switch string(head[:n]) {
+	case "\x7fELF", "\xcf\xfa\xed\xfe", "\xce\xfa\xed\xfe", "\xca\xfe\xba\xbe":
+		return true
+	}
+	return false
+}
