@@ -43,6 +43,8 @@ type Config struct {
 	// jobs finish before it kills them and hands them back to the queue.
 	// Zero kills them at once.
 	DrainTimeout time.Duration
+	// Cgroups say where jobs' cgroups go, or turn them off.
+	Cgroups CgroupOptions
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -66,6 +68,11 @@ type Agent struct {
 	beatEvery    time.Duration
 	drainTimeout time.Duration
 	maxOutput    int64
+
+	// cgroups makes each job's cgroup; nil when the agent cannot, and then
+	// noCgroups says why.
+	cgroups   cgroupHost
+	noCgroups string
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -109,12 +116,19 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
-	return &Agent{
+	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]pendingStop{},
-	}, nil
+	}
+	cg, err := newCgroups(id.Name, cfg.Cgroups)
+	if err != nil {
+		a.noCgroups = err.Error()
+	} else {
+		a.cgroups = cg
+	}
+	return a, nil
 }
 
 // Tags are the pools this agent serves, as its credential says.
@@ -158,7 +172,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	beating := make(chan struct{})
 	go func() { defer close(beating); a.heartbeat(jobCtx) }()
-	a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots))
+	if a.cgroups != nil {
+		defer a.cgroups.close()
+		a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots), "cgroups", a.cgroups.version())
+	} else {
+		a.log.Warn("cannot make cgroups: jobs run without them, and jobs that ask for limits go back to the queue for another agent", "reason", a.noCgroups)
+		a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots), "cgroups", "none")
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -216,6 +236,10 @@ const (
 	// defaultAckWait is the coordinator's default, for a job request that
 	// does not say.
 	defaultAckWait = 30 * time.Second
+	// refuseDelay is how long a job this agent cannot run (limits it
+	// cannot enforce, secrets it cannot open) waits before it is offered
+	// again, so that another agent of the tag may take it.
+	refuseDelay = 2 * time.Second
 )
 
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
@@ -342,7 +366,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
-			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load()}
+			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups}
+		if a.cgroups != nil {
+			hb.Cgroups = a.cgroups.version()
+		}
 		for id := range a.running {
 			hb.Running = append(hb.Running, id)
 		}

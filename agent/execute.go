@@ -57,7 +57,13 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		end.Error = fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(job.QueueTimeout))
 	case attempt > job.MaxAttempts:
 		end.State = subjects.StateFailed
-		end.Error = fmt.Sprintf("gave up: the agents running it were lost %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)
+		end.Error = fmt.Sprintf("gave up: the agents running it were lost, or could not run it, %d times (max_attempts is %d)", attempt-1, job.MaxAttempts)
+	case job.Limits != nil && a.cgroups == nil:
+		// Never run without the limits asked for: another agent of the tag
+		// may have cgroups. The delivery counts as an attempt.
+		log.Warn("cannot enforce the job's limits here; it goes back to the queue", "limits", job.Limits.String(), "reason", a.noCgroups)
+		_ = m.NakWithDelay(refuseDelay)
+		return
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
@@ -74,7 +80,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 			_ = m.Nak()
 			return
 		}
-		end.State, end.ExitCode, end.Error = res.state, res.exitCode, res.err
+		end.State, end.ExitCode, end.Error, end.Usage = res.state, res.exitCode, res.err, res.usage
 	}
 	end.At = time.Now().UTC()
 	// The terminal status must be stored even while the agent shuts down.

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,3 +35,13 @@ func PublishLog(ctx context.Context, js jetstream.JetStream, subject, job string
 func (l line) Stream() string { return l.stream }
 func (l line) Text() string   { return string(l.text) }
 func (l line) Partial() bool  { return l.partial }
+
+// CgroupsUsable reports why this process cannot make job cgroups, if it
+// cannot, by making and removing an agent's own cgroup.
+func CgroupsUsable() error {
+	h, err := newCgroups("probe-"+strconv.Itoa(os.Getpid()), CgroupOptions{})
+	if err == nil {
+		h.close()
+	}
+	return err
+}

@@ -22,12 +22,14 @@ type result struct {
 	state    subjects.State
 	exitCode *int
 	err      string
+	usage    subjects.Usage
 }
 
-// process is a running job's process group.
+// process is a running job's process group, and its cgroup if it has one.
 type process struct {
 	cmd   *exec.Cmd
 	group procGroup
+	cg    jobCgroup // nil without cgroups
 	done  chan struct{}
 
 	mu     sync.Mutex
@@ -47,6 +49,11 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 		return
 	}
 	p.group.signal(syscall.SIGTERM)
+	if p.cg != nil {
+		// Processes that left the group (a daemon, a setsid) get the
+		// same warning.
+		p.cg.signal(syscall.SIGTERM)
+	}
 	go func() {
 		select {
 		case <-p.done:
@@ -56,7 +63,14 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 	}()
 }
 
-func (p *process) kill() { p.group.signal(syscall.SIGKILL) }
+// kill ends every process of the job at once: its group, and whatever is
+// in its cgroup, having left the group or not.
+func (p *process) kill() {
+	p.group.signal(syscall.SIGKILL)
+	if p.cg != nil {
+		p.cg.signal(syscall.SIGKILL)
+	}
+}
 
 // run starts the job's command in its own process group and work directory
 // and streams its output until it ends.
@@ -76,6 +90,17 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		cmd.WaitDelay = time.Second
 	}
 	setProcAttr(cmd)
+	var cg jobCgroup
+	if a.cgroups != nil {
+		if cg, err = a.cgroups.create(job.ID, job.Limits); err != nil {
+			return failed(-1, "cgroup: %v", err)
+		}
+		defer func() {
+			if err := cg.remove(); err != nil {
+				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
+			}
+		}()
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return failed(-1, "pipe: %v", err)
@@ -87,7 +112,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		return failed(-1, "pipe: %v", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	err = cmd.Start()
+	if cg != nil {
+		err = cg.start(cmd)
+	} else {
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -95,7 +124,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		errR.Close()
 		return startFailure(job.Command[0], err)
 	}
-	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), done: make(chan struct{})}
+	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), cg: cg, done: make(chan struct{})}
 	defer p.group.close()
 	a.mu.Lock()
 	a.running[job.ID] = p
@@ -135,8 +164,8 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 
 	werr := cmd.Wait()
 	close(p.done)
-	// Whatever the job left behind in its group dies with it.
-	p.group.signal(syscall.SIGKILL)
+	// Whatever the job left behind in its group, or its cgroup, dies with it.
+	p.kill()
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
@@ -156,7 +185,35 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	p.mu.Lock()
 	reason := p.reason
 	p.mu.Unlock()
-	return exitResult(cmd.ProcessState, werr, reason)
+	r := exitResult(cmd.ProcessState, werr, reason)
+	r.usage = processUsage(cmd.ProcessState)
+	if cg != nil {
+		u := cg.usage()
+		if u.peakMemory > 0 {
+			r.usage.PeakMemoryBytes = u.peakMemory
+		}
+		if u.cpuSeconds > 0 {
+			r.usage.CPUSeconds = u.cpuSeconds
+		}
+		if u.oomKills > 0 && r.state == subjects.StateFailed {
+			r.usage.Reason = subjects.ReasonOOMKilled
+			r.err = "killed for running out of memory: the job reached its memory limit"
+			if job.Limits != nil && job.Limits.Memory > 0 {
+				r.err += " of " + job.Limits.Memory.String()
+			}
+		}
+	}
+	return r
+}
+
+// processUsage is what the kernel counted for the job's main process and
+// the children it waited for: all a job without a cgroup can report.
+func processUsage(ps *os.ProcessState) subjects.Usage {
+	if ps == nil {
+		return subjects.Usage{}
+	}
+	cpu := ps.UserTime() + ps.SystemTime()
+	return subjects.Usage{PeakMemoryBytes: maxRSS(ps), CPUSeconds: cpu.Seconds()}
 }
 
 func exitResult(ps *os.ProcessState, werr error, reason subjects.State) result {

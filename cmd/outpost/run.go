@@ -25,6 +25,9 @@ func runCmd(g *globals) *cobra.Command {
 		stdinFile string
 		detach    bool
 		output    string
+		memory    string
+		cpu       string
+		pids      int
 	)
 	cmd := &cobra.Command{
 		Use:   "run --tag TAG [flags] -- COMMAND [ARG...]",
@@ -35,6 +38,7 @@ code (124 when it timed out). Ctrl-C leaves the job running; 'outpost stop' ends
 it. With --detach it prints the job ID and returns at once.`,
 		Example: `  outpost run --tag local -- sh -c 'echo hi; echo oops >&2; exit 3'
   outpost run --tag gpu --env MODEL=small --timeout 1h -- ./train.sh
+  outpost run --tag build --memory 2Gi --cpu 1.5 --pids 500 -- make -j4
   id=$(outpost run --tag local --detach -- make test)`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -48,6 +52,9 @@ it. With --detach it prints the job ID and returns at once.`,
 			spec.QueueTimeout = subjects.Duration(queueWait)
 			var err error
 			if spec.Env, err = parseEnv(env); err != nil {
+				return err
+			}
+			if spec.Limits, err = parseLimits(memory, cpu, pids); err != nil {
 				return err
 			}
 			if stdinFile != "" {
@@ -84,6 +91,9 @@ it. With --detach it prints the job ID and returns at once.`,
 	f.DurationVar(&queueWait, "queue-timeout", 0, "fail the job if no agent starts it within this long (0: wait)")
 	f.IntVar(&spec.MaxAttempts, "max-attempts", 0, "how many agents may try the job if one is lost (default 3)")
 	f.StringVar(&stdinFile, "stdin", "", "file to feed to the job's stdin ('-' for this terminal's stdin)")
+	f.StringVar(&memory, "memory", "", "memory limit, such as 512Mi or 2G (the agent kills the job past it)")
+	f.StringVar(&cpu, "cpu", "", "CPU limit in cores, such as 0.5 or 250m")
+	f.IntVar(&pids, "pids", 0, "most processes the job may have at once")
 	f.BoolVarP(&detach, "detach", "d", false, "print the job ID and return at once")
 	f.StringVarP(&output, "output", "o", "text", "with --detach: text (the ID) or json (the record)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -181,6 +191,26 @@ func parseEnv(kvs []string) (map[string]string, error) {
 		env[k] = v
 	}
 	return env, nil
+}
+
+// parseLimits makes the job's limits from the flags; nil when none is set.
+func parseLimits(memory, cpu string, pids int) (*subjects.Limits, error) {
+	l := subjects.Limits{Pids: pids}
+	var err error
+	if memory != "" {
+		if l.Memory, err = subjects.ParseBytes(memory); err != nil {
+			return nil, fmt.Errorf("--memory: %w", err)
+		}
+	}
+	if cpu != "" {
+		if l.CPU, err = subjects.ParseCores(cpu); err != nil {
+			return nil, fmt.Errorf("--cpu: %w", err)
+		}
+	}
+	if l.Zero() {
+		return nil, nil
+	}
+	return &l, nil
 }
 
 func readInput(path string) (string, error) {
