@@ -45,6 +45,13 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Cgroups say where jobs' cgroups go, or turn them off.
 	Cgroups CgroupOptions
+	// RunAs names the user jobs run as, with that user's uid and gid and
+	// HOME; empty runs them as the agent's own user. Its work directory is
+	// the job's; the agent's work root can be passed through but not listed.
+	RunAs string
+	// CredsFile is the agent's creds file. With RunAs, New refuses to start
+	// if that user could read it.
+	CredsFile string
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -73,6 +80,7 @@ type Agent struct {
 	// noCgroups says why.
 	cgroups   cgroupHost
 	noCgroups string
+	runAs     *jobUser // nil: jobs run as the agent's user
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -116,11 +124,28 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
+	var runAs *jobUser
+	if cfg.RunAs != "" {
+		var err error
+		if runAs, err = lookupUser(cfg.RunAs); err != nil {
+			return nil, err
+		}
+		if cfg.CredsFile != "" {
+			if err := unreadableBy(cfg.CredsFile, runAs); err != nil {
+				return nil, fmt.Errorf("--run-as %s: jobs could read the agent's creds: %w (chmod 600 it, owned by the agent's user)", cfg.RunAs, err)
+			}
+		}
+		// Jobs may pass through the work root to their own directory, but
+		// not list it.
+		if err := os.Chmod(cfg.WorkDir, 0o711); err != nil {
+			return nil, fmt.Errorf("work directory: %w", err)
+		}
+	}
 	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, stopped: map[string]pendingStop{},
+		running: map[string]*process{}, stopped: map[string]pendingStop{}, runAs: runAs,
 	}
 	cg, err := newCgroups(id.Name, cfg.Cgroups)
 	if err != nil {

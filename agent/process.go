@@ -82,7 +82,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	defer cleanup()
 	cmd := exec.Command(job.Command[0], job.Command[1:]...)
 	cmd.Dir = dir
-	cmd.Env = jobEnv(job, attempt)
+	home := os.Getenv("HOME")
+	if a.runAs != nil {
+		home = a.runAs.home
+	}
+	cmd.Env = jobEnv(job, attempt, home)
 	if job.Stdin != "" {
 		cmd.Stdin = strings.NewReader(job.Stdin)
 		// A child that inherited stdin and never reads it must not keep the
@@ -90,6 +94,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		cmd.WaitDelay = time.Second
 	}
 	setProcAttr(cmd)
+	if a.runAs != nil {
+		setUser(cmd, a.runAs)
+	}
 	var cg jobCgroup
 	if a.cgroups != nil {
 		if cg, err = a.cgroups.create(job.ID, job.Limits); err != nil {
@@ -284,18 +291,24 @@ func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
 			return "", nil, err
 		}
 	}
+	if a.runAs != nil {
+		if err := chownTree(own, a.runAs); err != nil {
+			cleanup()
+			return "", nil, fmt.Errorf("give it to %s: %w", a.runAs.name, err)
+		}
+	}
 	return dir, cleanup, nil
 }
 
 // jobEnv is the job's whole environment: nothing of the agent's own but
-// PATH and HOME, so the agent's secrets do not leak into jobs.
-func jobEnv(job subjects.Job, attempt int) []string {
+// PATH, so the agent's secrets do not leak into jobs, and HOME as given.
+func jobEnv(job subjects.Job, attempt int, home string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
 	env := map[string]string{
-		"PATH": path, "HOME": os.Getenv("HOME"),
+		"PATH": path, "HOME": home,
 		"OUTPOST_JOB_ID": job.ID, "OUTPOST_ATTEMPT": strconv.Itoa(attempt), "OUTPOST_TAG": job.Tag,
 	}
 	for _, k := range systemEnv() {
