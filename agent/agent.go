@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/client"
@@ -81,6 +82,11 @@ type Agent struct {
 	cgroups   cgroupHost
 	noCgroups string
 	runAs     *jobUser // nil: jobs run as the agent's user
+	// xkey opens the secrets sealed to this agent process; its public half
+	// goes out in every heartbeat. It lives in memory only: a restarted
+	// agent has a new one.
+	xkey    nkeys.KeyPair
+	xkeyPub string
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -141,11 +147,17 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("work directory: %w", err)
 		}
 	}
+	xkey, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		return nil, fmt.Errorf("curve key for secrets: %w", err)
+	}
+	xkeyPub, _ := xkey.PublicKey()
 	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, stopped: map[string]pendingStop{}, runAs: runAs,
+		xkey: xkey, xkeyPub: xkeyPub,
 	}
 	cg, err := newCgroups(id.Name, cfg.Cgroups)
 	if err != nil {
@@ -391,7 +403,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
-			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups}
+			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups, XKey: a.xkeyPub}
 		if a.cgroups != nil {
 			hb.Cgroups = a.cgroups.version()
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/outpost-run/outpost/secrets"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -49,6 +50,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 	}()
 
 	end := subjects.StatusEvent{Job: job.ID, Attempt: attempt, Agent: a.name}
+	secretValues, secretErr := a.openSecrets(job)
 	switch {
 	case a.wasStopped(job.ID):
 		end.State, end.Error = subjects.StateStopped, "stopped before it started"
@@ -64,6 +66,12 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		log.Warn("cannot enforce the job's limits here; it goes back to the queue", "limits", job.Limits.String(), "reason", a.noCgroups)
 		_ = m.NakWithDelay(refuseDelay)
 		return
+	case secretErr != nil:
+		// Sealed to other agents of the tag (this one joined or restarted
+		// after the submit), or damaged: one of those may open them.
+		log.Warn("cannot open the job's secrets; it goes back to the queue", "err", secretErr)
+		_ = m.NakWithDelay(refuseDelay)
+		return
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
@@ -72,7 +80,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 			return
 		}
 		log.Info("job started", "command", job.Command)
-		res := a.run(ctx, job, attempt)
+		res := a.run(ctx, job, attempt, secretValues)
 		if ctx.Err() != nil {
 			// The agent is shutting down and killed the job: hand it to
 			// another agent now rather than after the ack wait.
@@ -94,6 +102,15 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		log.Warn("ack failed; the job may be redelivered and will be fenced by attempt", "err", err)
 	}
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// openSecrets opens the job's sealed secrets, if it has any, with this
+// agent's curve key.
+func (a *Agent) openSecrets(job subjects.Job) (map[string]string, error) {
+	if job.Secrets == nil {
+		return nil, nil
+	}
+	return secrets.Open(job.Secrets, a.name, a.xkey)
 }
 
 // jobAckWait is the consumer's ack wait, as the coordinator wrote it on the

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-run/outpost/secrets"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -74,7 +75,8 @@ func (p *process) kill() {
 
 // run starts the job's command in its own process group and work directory
 // and streams its output until it ends.
-func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
+// Secret values go into its environment and are masked in its output.
+func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretValues map[string]string) result {
 	dir, cleanup, err := a.workDir(job)
 	if err != nil {
 		return failed(-1, "work directory: %v", err)
@@ -86,7 +88,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	if a.runAs != nil {
 		home = a.runAs.home
 	}
-	cmd.Env = jobEnv(job, attempt, home)
+	cmd.Env = jobEnv(job, attempt, home, secretValues)
 	if job.Stdin != "" {
 		cmd.Stdin = strings.NewReader(job.Stdin)
 		// A child that inherited stdin and never reads it must not keep the
@@ -156,6 +158,19 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	}
 
 	lines := make(chan line, 1024)
+	read := lines // where the readers send
+	if mask := secrets.NewMasker(secretValues); mask != nil {
+		// Secret values never leave the agent: each line is masked
+		// before the batcher sees it.
+		read = make(chan line, 1024)
+		go func() {
+			defer close(lines)
+			for l := range read {
+				l.text = mask.Line(l.text)
+				lines <- l
+			}
+		}()
+	}
 	pub := &publisher{js: a.js, retry: a.storeWithRetry}
 	b := &batcher{subject: subjects.EventSubject(job.Tag, job.Owner, job.ID, subjects.KindLog), job: job.ID, attempt: attempt, pub: pub, limit: a.maxOutput, stats: &a.stats}
 	batched := make(chan struct{})
@@ -166,7 +181,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 		name string
 	}{{outR, subjects.StreamStdout}, {errR, subjects.StreamStderr}} {
 		readers.Add(1)
-		go func() { defer readers.Done(); readLines(r.f, r.name, lines) }()
+		go func() { defer readers.Done(); readLines(r.f, r.name, read) }()
 	}
 
 	werr := cmd.Wait()
@@ -185,7 +200,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int) result {
 	}
 	outR.Close()
 	errR.Close()
-	close(lines)
+	close(read)
 	<-batched
 	pub.close(ctx)
 
@@ -301,8 +316,9 @@ func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
 }
 
 // jobEnv is the job's whole environment: nothing of the agent's own but
-// PATH, so the agent's secrets do not leak into jobs, and HOME as given.
-func jobEnv(job subjects.Job, attempt int, home string) []string {
+// PATH, so the agent's secrets do not leak into jobs, HOME as given, and
+// the job's own secrets over its env.
+func jobEnv(job subjects.Job, attempt int, home string, secretValues map[string]string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
@@ -317,6 +333,9 @@ func jobEnv(job subjects.Job, attempt int, home string) []string {
 		}
 	}
 	for k, v := range job.Env {
+		env[k] = v
+	}
+	for k, v := range secretValues {
 		env[k] = v
 	}
 	out := make([]string, 0, len(env))

@@ -31,6 +31,11 @@ func FuzzParseSpec(f *testing.F) {
 		`{"tag":"a","command":["x"],"limits":{"memory":"99999999999999Ti"}}`,
 		`{"tag":"a","command":["x"],"limits":{"cpu":1e-9,"pids":-3}}`,
 		`{"tag":"a","command":["x"],"limits":{"memory":"1.5Gi"}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"agent-a":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"UCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"agent-a":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"","keys":{}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"Agent.A":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"!!","keys":{"a":"eGt2"}}}`,
 		`null`,
 		``,
 	} {
@@ -60,6 +65,9 @@ func FuzzParseSpec(f *testing.F) {
 		}
 		if s.Timeout < 0 || time.Duration(s.Timeout) > subjects.MaxTimeout {
 			t.Fatalf("accepted timeout %s", time.Duration(s.Timeout))
+		}
+		if s.Secrets != nil && s.Secrets.Validate() != nil {
+			t.Fatalf("accepted secrets %+v", *s.Secrets)
 		}
 		if l := s.Limits; l != nil {
 			if l.Zero() || l.Validate() != nil {

@@ -73,6 +73,9 @@ type JobSpec struct {
 	Stdin string `json:"stdin,omitempty"`
 	// Limits bound the job's memory, CPU and processes; nil sets none.
 	Limits *Limits `json:"limits,omitempty"`
+	// Secrets are environment variables sealed to the agents of the tag
+	// that were online at submit: only they can run the job.
+	Secrets *SealedSecrets `json:"secrets,omitempty"`
 }
 
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -125,6 +128,11 @@ func (s *JobSpec) Validate() error {
 		// so that an agent without cgroups runs it.
 		if s.Limits.Zero() {
 			s.Limits = nil
+		}
+	}
+	if s.Secrets != nil {
+		if err := s.Secrets.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -322,6 +330,9 @@ type HeartbeatMsg struct {
 	// jobs that ask for limits to the queue.
 	Cgroups   string `json:"cgroups,omitempty"`
 	NoCgroups string `json:"no_cgroups,omitempty"`
+	// XKey is the agent's public curve key, made when it started: secrets
+	// sealed to it can be opened by this agent process alone.
+	XKey string `json:"xkey,omitempty"`
 }
 
 // API request payloads.
@@ -365,7 +376,9 @@ type Reply struct {
 	Creds string `json:"creds,omitempty"`
 	// Reader is the replay consumer a read request was given.
 	Reader *Reader `json:"reader,omitempty"`
-	Error  *Error  `json:"error,omitempty"`
+	// Agents are the online agents of a tag, for an agents request.
+	Agents []AgentKey `json:"agents,omitzero"`
+	Error  *Error     `json:"error,omitempty"`
 }
 
 // ReadRequest asks for a replay consumer: over one job's events, or, with
