@@ -242,19 +242,29 @@ func (j *v1Job) usage() cgroupUsage {
 }
 
 func (j *v1Job) remove() error {
-	deadline := time.Now().Add(removeWait)
-	for {
+	err := killAll(func() (int, error) {
 		procs, err := j.cg.Processes(cgroup1.Pids, true)
-		if err != nil || len(procs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup still holds %d processes", len(procs))
-		}
-		j.signal(syscall.SIGKILL)
-		time.Sleep(10 * time.Millisecond)
+		return len(procs), err
+	}, func() { j.signal(syscall.SIGKILL) })
+	if err != nil {
+		return err
 	}
 	return j.cg.Delete()
+}
+
+// killAll kills what is left in a cgroup until count finds it empty, for
+// at most removeWait.
+func killAll(count func() (int, error), kill func()) error {
+	for deadline := time.Now().Add(removeWait); ; time.Sleep(10 * time.Millisecond) {
+		n, err := count()
+		if err != nil || n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup still holds %d processes", n)
+		}
+		kill()
+	}
 }
 
 // v2 is the unified cgroup hierarchy: one directory per job, which the
@@ -381,17 +391,12 @@ func (j *v2Job) usage() cgroupUsage {
 }
 
 func (j *v2Job) remove() error {
-	deadline := time.Now().Add(removeWait)
-	for {
+	err := killAll(func() (int, error) {
 		procs, err := j.m.Procs(true)
-		if err != nil || len(procs) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup still holds %d processes", len(procs))
-		}
-		_ = j.m.Kill()
-		time.Sleep(10 * time.Millisecond)
+		return len(procs), err
+	}, func() { _ = j.m.Kill() })
+	if err != nil {
+		return err
 	}
 	return j.m.Delete()
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,9 +74,9 @@ func TestSecrets(t *testing.T) {
 	// The canary the same job printed is on disk: the store is flushed.
 	store := s.env.Auth.JetStreamDir()
 	testenv.Eventually(t, "the job's output to be in the store directory", func() bool {
-		return len(filesHolding(t, store, canary)) > 0
+		return len(testenv.FilesHolding(t, store, canary)) > 0
 	})
-	if files := filesHolding(t, s.env.Auth.Dir(), secret); len(files) > 0 {
+	if files := testenv.FilesHolding(t, s.env.Auth.Dir(), secret); len(files) > 0 {
 		t.Errorf("the secret is stored in the clear in %v", files)
 	}
 	b, _ := json.Marshal(rec)
@@ -92,31 +91,6 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
-// filesHolding lists the files under root whose bytes contain s.
-func filesHolding(t *testing.T, root, s string) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil // a file the server removed meanwhile
-			}
-			return err
-		}
-		if bytes.Contains(b, []byte(s)) {
-			found = append(found, p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
 
 // Only submitters of a tag learn its agents' keys.
 func TestAgentsVerb(t *testing.T) {

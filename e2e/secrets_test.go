@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,9 +40,9 @@ func TestSecretsThroughTheCLI(t *testing.T) {
 		}
 	}
 	testenv.EventuallyWithin(t, jobTimeout, "the job's output to be on disk", func() bool {
-		return len(filesHolding(t, c.data, canary)) > 0
+		return len(testenv.FilesHolding(t, c.data, canary)) > 0
 	})
-	if files := filesHolding(t, c.data, secret); len(files) > 0 {
+	if files := testenv.FilesHolding(t, c.data, secret); len(files) > 0 {
 		t.Errorf("the secret is in the clear in %v", files)
 	}
 	if strings.Contains(c.proc.stderr.String(), secret) || strings.Contains(c.proc.stdout.String(), secret) {
@@ -58,31 +56,6 @@ func TestSecretsThroughTheCLI(t *testing.T) {
 	}
 }
 
-// filesHolding lists the files under root whose bytes contain s.
-func filesHolding(t *testing.T, root, s string) []string {
-	t.Helper()
-	var found []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if os.IsNotExist(err) {
-			return nil // removed meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte(s)) {
-			found = append(found, p)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
 
 // TestLimitsThroughTheCLI: a job over its memory limit ends failed with
 // the reason, and 'status' reports what it used.

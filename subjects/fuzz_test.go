@@ -199,7 +199,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, v := range []any{
 			&subjects.GetRequest{}, &subjects.ListRequest{}, &subjects.StopRequest{},
-			&subjects.IssueRequest{}, &subjects.RevokeRequest{}, &subjects.CredsRequest{},
+			&subjects.IssueRequest{}, &subjects.RevokeRequest{}, &subjects.CredsRequest{}, &subjects.AgentsRequest{},
 		} {
 			if err := subjects.ParseRequest(data, v); err != nil {
 				continue
