@@ -91,7 +91,6 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
-
 // Only submitters of a tag learn its agents' keys.
 func TestAgentsVerb(t *testing.T) {
 	t.Parallel()

@@ -56,7 +56,6 @@ func TestSecretsThroughTheCLI(t *testing.T) {
 	}
 }
 
-
 // TestLimitsThroughTheCLI: a job over its memory limit ends failed with
 // the reason, and 'status' reports what it used.
 func TestLimitsThroughTheCLI(t *testing.T) {
