@@ -101,9 +101,17 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	}
 	var cg jobCgroup
 	if a.cgroups != nil {
-		if cg, err = a.cgroups.create(job.ID, job.Limits); err != nil {
-			return failed(-1, "cgroup: %v", err)
+		cg, err = a.cgroups.create(job.ID, job.Limits)
+		switch {
+		case err != nil && job.Limits != nil:
+			return failed(-1, "cgroup for its limits: %v", err)
+		case err != nil:
+			// Nothing was asked that needs it: run as without cgroups.
+			a.log.Warn("could not make the job's cgroup; it runs without one", "job", job.ID, "err", err)
+			cg = nil
 		}
+	}
+	if cg != nil {
 		defer func() {
 			if err := cg.remove(); err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
