@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/agent"
@@ -35,6 +36,7 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 	if rec.Reason != subjects.ReasonOOMKilled || !strings.Contains(rec.Error, "memory limit of 32Mi") {
 		t.Errorf("reason %q, error %q; want %s", rec.Reason, rec.Error, subjects.ReasonOOMKilled)
 	}
+	t.Logf("OOM-killed job: %s; peak memory %d bytes, %.3f s CPU", rec.Error, rec.PeakMemoryBytes, rec.CPUSeconds)
 	if rec.PeakMemoryBytes < 16<<20 || rec.PeakMemoryBytes > 33<<20 {
 		t.Errorf("peak memory %d, want about the limit", rec.PeakMemoryBytes)
 	}
@@ -87,6 +89,7 @@ func TestCPULimit(t *testing.T) {
 	if rec.CPUSeconds <= 0 || rec.PeakMemoryBytes == 0 {
 		t.Errorf("usage %+v", rec.Usage)
 	}
+	t.Logf("at 0.1 cores: %.3f s CPU over %s; %q", rec.CPUSeconds, rec.FinishedAt.Sub(*rec.StartedAt).Round(time.Millisecond), stdout)
 }
 
 // A stop reaches processes that left the job's process group: one in a
