@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/client"
@@ -49,6 +50,15 @@ type Config struct {
 	// jobs finish before it kills them and hands them back to the queue.
 	// Zero kills them at once.
 	DrainTimeout time.Duration
+	// Cgroups say where jobs' cgroups go, or turn them off.
+	Cgroups CgroupOptions
+	// RunAs names the user jobs run as, with that user's uid and gid and
+	// HOME; empty runs them as the agent's own user. Its work directory is
+	// the job's; the agent's work root can be passed through but not listed.
+	RunAs string
+	// CredsFile is the agent's creds file. With RunAs, New refuses to start
+	// if that user could read it.
+	CredsFile string
 	// Logger; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -81,6 +91,17 @@ type Agent struct {
 	maxOutput    int64
 	room         *budget // unsent output of all jobs
 	watch        *watchdog
+
+	// cgroups makes each job's cgroup; nil when the agent cannot, and then
+	// noCgroups says why.
+	cgroups   cgroupHost
+	noCgroups string
+	runAs     *jobUser // nil: jobs run as the agent's user
+	// xkey opens the secrets sealed to this agent process; its public half
+	// goes out in every heartbeat. It lives in memory only: a restarted
+	// agent has a new one.
+	xkey    nkeys.KeyPair
+	xkeyPub string
 
 	mu      sync.Mutex
 	kill    context.CancelFunc // ends the jobs' context
@@ -131,13 +152,43 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
-	return &Agent{
+	var runAs *jobUser
+	if cfg.RunAs != "" {
+		var err error
+		if runAs, err = lookupUser(cfg.RunAs); err != nil {
+			return nil, err
+		}
+		if cfg.CredsFile != "" {
+			if err := unreadableBy(cfg.CredsFile, runAs); err != nil {
+				return nil, fmt.Errorf("--run-as %s: jobs could read the agent's creds: %w (chmod 600 it, owned by the agent's user)", cfg.RunAs, err)
+			}
+		}
+		// Jobs may pass through the work root to their own directory, but
+		// not list it.
+		if err := os.Chmod(cfg.WorkDir, 0o711); err != nil {
+			return nil, fmt.Errorf("work directory: %w", err)
+		}
+	}
+	xkey, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		return nil, fmt.Errorf("curve key for secrets: %w", err)
+	}
+	xkeyPub, _ := xkey.PublicKey()
+	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
 		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{},
-	}, nil
+		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{}, runAs: runAs,
+		xkey: xkey, xkeyPub: xkeyPub,
+	}
+	cg, err := newCgroups(id.Name, cfg.Cgroups)
+	if err != nil {
+		a.noCgroups = err.Error()
+	} else {
+		a.cgroups = cg
+	}
+	return a, nil
 }
 
 // Tags are the pools this agent serves, as its credential says.
@@ -187,7 +238,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	beating := make(chan struct{})
 	go func() { defer close(beating); a.heartbeat(jobCtx) }()
-	a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots))
+	if a.cgroups != nil {
+		defer a.cgroups.close()
+		a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots), "cgroups", a.cgroups.version())
+	} else {
+		a.log.Warn("cannot make cgroups: jobs run without them, and jobs that ask for limits go back to the queue for another agent", "reason", a.noCgroups)
+		a.log.Info("agent ready", "tags", a.tags, "concurrency", cap(a.slots), "cgroups", "none")
+	}
 	var err error
 	select {
 	case <-ctx.Done():
@@ -256,6 +313,10 @@ const (
 	// defaultAckWait is the coordinator's default, for a job request that
 	// does not say.
 	defaultAckWait = 30 * time.Second
+	// refuseDelay is how long a job this agent cannot run (limits it
+	// cannot enforce, secrets it cannot open) waits before it is offered
+	// again, so that another agent of the tag may take it.
+	refuseDelay = 2 * time.Second
 )
 
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
@@ -435,7 +496,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
-			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load()}
+			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups, XKey: a.xkeyPub}
+		if a.cgroups != nil {
+			hb.Cgroups = a.cgroups.version()
+		}
 		// Every job in hand, from delivery until its terminal status is
 		// stored: the coordinator requeues a running job its agent does
 		// not list.

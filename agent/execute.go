@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/outpost-run/outpost/secrets"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -51,6 +52,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 	}()
 
 	end := subjects.StatusEvent{Job: job.ID, Attempt: attempt, Agent: a.name}
+	secretValues, secretErr := a.openSecrets(job)
 	switch {
 	case a.wasStopped(job.ID):
 		end.State, end.Error = subjects.StateStopped, "stopped before it started"
@@ -59,7 +61,19 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		end.Error = fmt.Sprintf("no agent started it within its queue_timeout of %s", time.Duration(job.QueueTimeout))
 	case attempt > job.MaxAttempts:
 		end.State = subjects.StateFailed
-		end.Error = fmt.Sprintf("gave up after %d attempts (max_attempts is %d): each time its agent was lost, or handed it back unfinished", attempt-1, job.MaxAttempts)
+		end.Error = fmt.Sprintf("gave up after %d attempts (max_attempts is %d): each time its agent was lost, handed it back unfinished, or could not run it", attempt-1, job.MaxAttempts)
+	case job.Limits != nil && a.cgroups == nil:
+		// Never run without the limits asked for: another agent of the tag
+		// may have cgroups. The delivery counts as an attempt.
+		log.Warn("cannot enforce the job's limits here; it goes back to the queue", "limits", job.Limits.String(), "reason", a.noCgroups)
+		_ = m.NakWithDelay(refuseDelay)
+		return
+	case secretErr != nil:
+		// Sealed to other agents of the tag (this one joined or restarted
+		// after the submit), or damaged: one of those may open them.
+		log.Warn("cannot open the job's secrets; it goes back to the queue", "err", secretErr)
+		_ = m.NakWithDelay(refuseDelay)
+		return
 	default:
 		running := end
 		running.State, running.At = subjects.StateRunning, time.Now().UTC()
@@ -76,7 +90,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 			reported <- err
 		}()
 		log.Info("job started", "command", job.Command)
-		res, err := a.run(ctx, job, attempt, reported)
+		res, err := a.run(ctx, job, attempt, secretValues, reported)
 		if errors.Is(err, errTaken) {
 			// The server lost the request's delivery count (it restarted
 			// before saving it) and delivered it again as the same attempt.
@@ -103,7 +117,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 			_ = m.Nak()
 			return
 		}
-		end.State, end.ExitCode, end.Error = res.state, res.exitCode, res.err
+		end.State, end.ExitCode, end.Error, end.Usage = res.state, res.exitCode, res.err, res.usage
 	}
 	end.At = time.Now().UTC()
 	// The terminal status is retried until it is stored, however long NATS
@@ -147,6 +161,15 @@ func (a *Agent) ack(ctx context.Context, m *nats.Msg, ackWait time.Duration) err
 		}
 		a.stats.retries.Add(1)
 	}
+}
+
+// openSecrets opens the job's sealed secrets, if it has any, with this
+// agent's curve key.
+func (a *Agent) openSecrets(job subjects.Job) (map[string]string, error) {
+	if job.Secrets == nil {
+		return nil, nil
+	}
+	return secrets.Open(job.Secrets, a.name, a.xkey)
 }
 
 // jobAckWait is the consumer's ack wait, as the coordinator wrote it on the

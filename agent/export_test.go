@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,3 +43,13 @@ func PublishLogLinger(ctx context.Context, js jetstream.JetStream, subject, job 
 func (l line) Stream() string { return l.stream }
 func (l line) Text() string   { return string(l.text) }
 func (l line) Partial() bool  { return l.partial }
+
+// CgroupsUsable reports why this process cannot make job cgroups, if it
+// cannot, by making and removing an agent's own cgroup.
+func CgroupsUsable() error {
+	h, err := newCgroups("probe-"+strconv.Itoa(os.Getpid()), CgroupOptions{})
+	if err == nil {
+		h.close()
+	}
+	return err
+}

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -13,4 +14,13 @@ import (
 // signal stops its jobs first).
 func setProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}
+
+// maxRSS is the largest resident set of the process or of a child it
+// waited for; these kernels count it in bytes.
+func maxRSS(ps *os.ProcessState) uint64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 0 {
+		return uint64(ru.Maxrss)
+	}
+	return 0
 }

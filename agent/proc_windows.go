@@ -77,3 +77,6 @@ func (g procGroup) close() {
 func systemEnv() []string {
 	return []string{"SystemRoot", "windir", "ComSpec", "PATHEXT", "TEMP", "TMP", "USERPROFILE", "SystemDrive", "ProgramData"}
 }
+
+// maxRSS is not counted on Windows.
+func maxRSS(*os.ProcessState) uint64 { return 0 }

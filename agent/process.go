@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-run/outpost/secrets"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -22,12 +23,14 @@ type result struct {
 	state    subjects.State
 	exitCode *int
 	err      string
+	usage    subjects.Usage
 }
 
-// process is a running job's process group.
+// process is a running job's process group, and its cgroup if it has one.
 type process struct {
 	cmd   *exec.Cmd
 	group procGroup
+	cg    jobCgroup // nil without cgroups
 	done  chan struct{}
 
 	mu     sync.Mutex
@@ -47,6 +50,11 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 		return
 	}
 	p.group.signal(syscall.SIGTERM)
+	if p.cg != nil {
+		// Processes that left the group (a daemon, a setsid) get the
+		// same warning.
+		p.cg.signal(syscall.SIGTERM)
+	}
 	go func() {
 		select {
 		case <-p.done:
@@ -56,13 +64,21 @@ func (p *process) stop(reason subjects.State, grace time.Duration) {
 	}()
 }
 
-func (p *process) kill() { p.group.signal(syscall.SIGKILL) }
+// kill ends every process of the job at once: its group, and whatever is
+// in its cgroup, having left the group or not.
+func (p *process) kill() {
+	p.group.signal(syscall.SIGKILL)
+	if p.cg != nil {
+		p.cg.signal(syscall.SIGKILL)
+	}
+}
 
 // run starts the job's command in its own process group and work directory
-// and streams its output until it ends. The job's running report is on its
-// way meanwhile: no output is sent, and no result returned, before it is
-// stored; if it cannot be, the process is killed and run returns why.
-func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported <-chan error) (result, error) {
+// and streams its output until it ends. Secret values go into its
+// environment and are masked in its output. The job's running report is on
+// its way meanwhile: no output is sent, and no result returned, before it
+// is stored; if it cannot be, the process is killed and run returns why.
+func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretValues map[string]string, reported <-chan error) (result, error) {
 	dir, cleanup, err := a.workDir(job)
 	if err != nil {
 		return failed(-1, "work directory: %v", err), <-reported
@@ -70,7 +86,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 	defer cleanup()
 	cmd := exec.Command(job.Command[0], job.Command[1:]...)
 	cmd.Dir = dir
-	cmd.Env = jobEnv(job, attempt)
+	home := os.Getenv("HOME")
+	if a.runAs != nil {
+		home = a.runAs.home
+	}
+	cmd.Env = jobEnv(job, attempt, home, secretValues)
 	if job.Stdin != "" {
 		cmd.Stdin = strings.NewReader(job.Stdin)
 		// A child that inherited stdin and never reads it must not keep the
@@ -78,6 +98,28 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		cmd.WaitDelay = time.Second
 	}
 	setProcAttr(cmd)
+	if a.runAs != nil {
+		setUser(cmd, a.runAs)
+	}
+	var cg jobCgroup
+	if a.cgroups != nil {
+		cg, err = a.cgroups.create(job.ID, job.Limits)
+		switch {
+		case err != nil && job.Limits != nil:
+			return failed(-1, "cgroup for its limits: %v", err), <-reported
+		case err != nil:
+			// Nothing was asked that needs it: run as without cgroups.
+			a.log.Warn("could not make the job's cgroup; it runs without one", "job", job.ID, "err", err)
+			cg = nil
+		}
+	}
+	if cg != nil {
+		defer func() {
+			if err := cg.remove(); err != nil {
+				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
+			}
+		}()
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return failed(-1, "pipe: %v", err), <-reported
@@ -97,7 +139,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		errW.Close()
 		return failed(-1, "pipe: %v", err), <-reported
 	}
-	err = cmd.Start()
+	if cg != nil {
+		err = cg.start(cmd)
+	} else {
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
 	open(err == nil)
@@ -106,7 +152,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		errR.Close()
 		return startFailure(job.Command[0], err), <-reported
 	}
-	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), done: make(chan struct{})}
+	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), cg: cg, done: make(chan struct{})}
 	defer p.group.close()
 	a.mu.Lock()
 	a.running[job.ID] = p
@@ -142,6 +188,19 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 	}
 
 	lines := make(chan line, 1024)
+	read := lines // where the readers send
+	if mask := secrets.NewMasker(secretValues); mask != nil {
+		// Secret values never leave the agent: each line is masked
+		// before the batcher sees it.
+		read = make(chan line, 1024)
+		go func() {
+			defer close(lines)
+			for l := range read {
+				l.text = mask.Line(l.text)
+				lines <- l
+			}
+		}()
+	}
 	pub := newPublisher(a.js, a.room, a.conn.IsConnected, a.storeWithRetry)
 	published := make(chan struct{})
 	go func() { pub.run(ctx); close(published) }()
@@ -155,13 +214,13 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 		name string
 	}{{outR, subjects.StreamStdout}, {errR, subjects.StreamStderr}} {
 		readers.Add(1)
-		go func() { defer readers.Done(); readLines(r.f, r.name, lines) }()
+		go func() { defer readers.Done(); readLines(r.f, r.name, read) }()
 	}
 
 	werr := cmd.Wait()
 	close(p.done)
-	// Whatever the job left behind in its group dies with it.
-	p.group.signal(syscall.SIGKILL)
+	// Whatever the job left behind in its group, or its cgroup, dies with it.
+	p.kill()
 	a.watch.remove(cmd.Process.Pid)
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
@@ -175,14 +234,42 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, reported
 	}
 	outR.Close()
 	errR.Close()
-	close(lines)
+	close(read)
 	<-batched
 	<-published
 
 	p.mu.Lock()
 	reason := p.reason
 	p.mu.Unlock()
-	return exitResult(cmd.ProcessState, werr, reason), nil
+	r := exitResult(cmd.ProcessState, werr, reason)
+	r.usage = processUsage(cmd.ProcessState)
+	if cg != nil {
+		u := cg.usage()
+		if u.peakMemory > 0 {
+			r.usage.PeakMemoryBytes = u.peakMemory
+		}
+		if u.cpuSeconds > 0 {
+			r.usage.CPUSeconds = u.cpuSeconds
+		}
+		if u.oomKills > 0 && r.state == subjects.StateFailed {
+			r.usage.Reason = subjects.ReasonOOMKilled
+			r.err = "killed for running out of memory: the job reached its memory limit"
+			if job.Limits != nil && job.Limits.Memory > 0 {
+				r.err += " of " + job.Limits.Memory.String()
+			}
+		}
+	}
+	return r, nil
+}
+
+// processUsage is what the kernel counted for the job's main process and
+// the children it waited for: all a job without a cgroup can report.
+func processUsage(ps *os.ProcessState) subjects.Usage {
+	if ps == nil {
+		return subjects.Usage{}
+	}
+	cpu := ps.UserTime() + ps.SystemTime()
+	return subjects.Usage{PeakMemoryBytes: maxRSS(ps), CPUSeconds: cpu.Seconds()}
 }
 
 func exitResult(ps *os.ProcessState, werr error, reason subjects.State) result {
@@ -253,18 +340,25 @@ func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
 			return "", nil, err
 		}
 	}
+	if a.runAs != nil {
+		if err := chownTree(own, a.runAs); err != nil {
+			cleanup()
+			return "", nil, fmt.Errorf("give it to %s: %w", a.runAs.name, err)
+		}
+	}
 	return dir, cleanup, nil
 }
 
 // jobEnv is the job's whole environment: nothing of the agent's own but
-// PATH and HOME, so the agent's secrets do not leak into jobs.
-func jobEnv(job subjects.Job, attempt int) []string {
+// PATH, so the agent's secrets do not leak into jobs, HOME as given, and
+// the job's own secrets over its env.
+func jobEnv(job subjects.Job, attempt int, home string, secretValues map[string]string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
 	env := map[string]string{
-		"PATH": path, "HOME": os.Getenv("HOME"),
+		"PATH": path, "HOME": home,
 		"OUTPOST_JOB_ID": job.ID, "OUTPOST_ATTEMPT": strconv.Itoa(attempt), "OUTPOST_TAG": job.Tag,
 	}
 	for _, k := range systemEnv() {
@@ -273,6 +367,9 @@ func jobEnv(job subjects.Job, attempt int) []string {
 		}
 	}
 	for k, v := range job.Env {
+		env[k] = v
+	}
+	for k, v := range secretValues {
 		env[k] = v
 	}
 	out := make([]string, 0, len(env))

@@ -87,7 +87,7 @@ func TestJobEnv(t *testing.T) {
 	t.Setenv("OUTPOST_CREDS", "/etc/outpost/agent.creds")
 	t.Setenv("NATS_URL", "nats://internal:4222")
 	job := subjects.Job{ID: testJob, JobSpec: subjects.JobSpec{Tag: "gpu", Env: map[string]string{"MODE": "fast", "EMPTY": ""}}}
-	env := jobEnv(job, 2)
+	env := jobEnv(job, 2, "/home/outpost-test", nil)
 	got := map[string]string{}
 	for _, kv := range env {
 		k, v, ok := strings.Cut(kv, "=")
@@ -121,7 +121,7 @@ func TestJobEnv(t *testing.T) {
 		}
 	}
 	t.Setenv("PATH", "")
-	for _, kv := range jobEnv(job, 1) {
+	for _, kv := range jobEnv(job, 1, "", nil) {
 		if strings.HasPrefix(kv, "PATH=") && kv == "PATH=" {
 			t.Error("an empty PATH reaches the job; it gets a default")
 		}

@@ -34,7 +34,7 @@ func TestRunKillsJobWhoseReportFails(t *testing.T) {
 	reported := make(chan error, 1)
 	ran := make(chan error, 1)
 	go func() {
-		_, err := a.run(context.Background(), job, 1, reported)
+		_, err := a.run(context.Background(), job, 1, nil, reported)
 		ran <- err
 	}()
 	var pid int

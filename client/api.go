@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/outpost-run/outpost/secrets"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -109,4 +110,28 @@ func (c *Conn) Credentials(ctx context.Context, req subjects.CredsRequest) ([]su
 		return nil, err
 	}
 	return r.Credentials, nil
+}
+
+// Agents lists the online agents of a tag the caller may submit to, with
+// the curve keys their heartbeats announce.
+func (c *Conn) Agents(ctx context.Context, tag string) ([]subjects.AgentKey, error) {
+	r, err := c.call(ctx, subjects.VerbAgents, subjects.AgentsRequest{Tag: tag})
+	if err != nil {
+		return nil, err
+	}
+	return r.Agents, nil
+}
+
+// SealSecrets seals values to the agents of tag online now, for a job
+// spec's Secrets. Only they can run the job: an agent that comes later
+// cannot open them.
+func (c *Conn) SealSecrets(ctx context.Context, tag string, values map[string]string) (*subjects.SealedSecrets, error) {
+	agents, err := c.Agents(ctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	if len(agents) == 0 {
+		return nil, fmt.Errorf("no agent of tag %s is online: secrets are sealed to the agents online when the job is submitted", tag)
+	}
+	return secrets.Seal(values, agents)
 }

@@ -173,6 +173,13 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 			return subjects.Reply{}, "", err
 		}
 		return subjects.Reply{}, req.Consumer, c.release(ctx, who, req)
+	case subjects.VerbAgents:
+		var req subjects.AgentsRequest
+		if err := parse(data, &req); err != nil {
+			return subjects.Reply{}, "", err
+		}
+		keys, err := c.agentKeys(who, req)
+		return subjects.Reply{Agents: keys}, req.Tag, err
 	}
 	if who.role != accounts.RoleAdmin {
 		return subjects.Reply{}, "", forbidden(who, "manage credentials")
@@ -217,7 +224,7 @@ func (c *Coordinator) dispatch(ctx context.Context, who caller, verb string, dat
 // readOnly reports whether a verb changes nothing, so that it may be
 // retried.
 func readOnly(verb string) bool {
-	return verb == subjects.VerbGet || verb == subjects.VerbList || verb == subjects.VerbCreds
+	return verb == subjects.VerbGet || verb == subjects.VerbList || verb == subjects.VerbCreds || verb == subjects.VerbAgents
 }
 
 func idOf(rec *subjects.Record) string {

@@ -3,12 +3,14 @@ package coordinator
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -102,4 +104,30 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(c.idle), t, "idle")
 		ch <- prometheus.MustNewConstMetric(f.online, prometheus.GaugeValue, float64(c.busy), t, "busy")
 	}
+}
+
+// keys lists the online agents of tag that announced a curve key, by name.
+func (f *fleet) keys(tag string) []subjects.AgentKey {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := []subjects.AgentKey{}
+	for name, hb := range f.agents {
+		if time.Since(f.seen[name]) <= onlineFor && hb.XKey != "" && slices.Contains(hb.Tags, tag) {
+			out = append(out, subjects.AgentKey{Name: name, XKey: hb.XKey})
+		}
+	}
+	slices.SortFunc(out, func(a, b subjects.AgentKey) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// agentKeys answers an agents request: the online agents of a tag the
+// caller may submit to, with the keys to seal its secrets to.
+func (c *Coordinator) agentKeys(who caller, req subjects.AgentsRequest) ([]subjects.AgentKey, error) {
+	if err := subjects.ValidTag(req.Tag); err != nil {
+		return nil, subjects.Errorf(subjects.CodeBadRequest, "%v", err)
+	}
+	if who.role != accounts.RoleAdmin && (who.role != accounts.RoleUser || !who.hasTag(req.Tag)) {
+		return nil, forbidden(who, "list the agents of tag "+req.Tag)
+	}
+	return c.fleet.keys(req.Tag), nil
 }

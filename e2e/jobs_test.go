@@ -408,7 +408,12 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 	id := c.admin.submit(t, "--tag", "local", "--env", "DIR="+dir, "--max-attempts", "5", "--", "sh", "-c",
 		`echo "attempt $OUTPOST_ATTEMPT"; sleep 600 >/dev/null 2>&1 & echo $! > "$DIR/child.$OUTPOST_ATTEMPT"; echo $$ > "$DIR/pid.$OUTPOST_ATTEMPT"; while [ ! -e "$DIR/gate" ]; do sleep 0.02; done; echo done`)
 	pidFile := filepath.Join(dir, "pid.1")
-	testenv.EventuallyWithin(t, jobTimeout, "the first attempt to start", func() bool { return fileExists(pidFile) })
+	// The shell creates the file before it writes the pid into it.
+	testenv.EventuallyWithin(t, jobTimeout, "the first attempt to write its pid", func() bool {
+		b, err := os.ReadFile(pidFile)
+		_, aerr := strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && aerr == nil
+	})
 	c.admin.waitState(t, id, "running")
 	if err := first.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

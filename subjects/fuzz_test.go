@@ -25,6 +25,17 @@ func FuzzParseSpec(f *testing.F) {
 		`{"tag":"a","command":["a\u0000"]}`,
 		`{"tag":"a","command":["x"],"env":{"1A":"x"}}`,
 		`{"tag":"a","command":["x"],"max_attempts":101}`,
+		`{"tag":"a","command":["x"],"limits":{"memory":"512Mi","cpu":0.5,"pids":10}}`,
+		`{"tag":"a","command":["x"],"limits":{"memory":4194304,"cpu":"250m"}}`,
+		`{"tag":"a","command":["x"],"limits":{}}`,
+		`{"tag":"a","command":["x"],"limits":{"memory":"99999999999999Ti"}}`,
+		`{"tag":"a","command":["x"],"limits":{"cpu":1e-9,"pids":-3}}`,
+		`{"tag":"a","command":["x"],"limits":{"memory":"1.5Gi"}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"agent-a":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"UCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"agent-a":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"","keys":{}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"eGt2MXcD","keys":{"Agent.A":"eGt2MVi+"}}}`,
+		`{"tag":"a","command":["x"],"secrets":{"sender":"XCTTSV23PIJ2UBEAHZ2JWVLV55LWMOX6YUEKPCKS6KOQGRZ2DO4COLCE","bundle":"!!","keys":{"a":"eGt2"}}}`,
 		`null`,
 		``,
 	} {
@@ -54,6 +65,18 @@ func FuzzParseSpec(f *testing.F) {
 		}
 		if s.Timeout < 0 || time.Duration(s.Timeout) > subjects.MaxTimeout {
 			t.Fatalf("accepted timeout %s", time.Duration(s.Timeout))
+		}
+		if s.Secrets != nil && s.Secrets.Validate() != nil {
+			t.Fatalf("accepted secrets %+v", *s.Secrets)
+		}
+		if l := s.Limits; l != nil {
+			if l.Zero() || l.Validate() != nil {
+				t.Fatalf("accepted limits %+v", *l)
+			}
+			if l.Memory != 0 && (l.Memory < subjects.MinMemory || l.Memory > subjects.MaxMemory) ||
+				l.CPU != 0 && (l.CPU < subjects.MinCPU || l.CPU > subjects.MaxCPU) || l.Pids < 0 || l.Pids > subjects.MaxPids {
+				t.Fatalf("accepted limits out of bounds: %+v", *l)
+			}
 		}
 		b, err := json.Marshal(s)
 		if err != nil {
@@ -176,7 +199,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, v := range []any{
 			&subjects.GetRequest{}, &subjects.ListRequest{}, &subjects.StopRequest{},
-			&subjects.IssueRequest{}, &subjects.RevokeRequest{}, &subjects.CredsRequest{},
+			&subjects.IssueRequest{}, &subjects.RevokeRequest{}, &subjects.CredsRequest{}, &subjects.AgentsRequest{},
 		} {
 			if err := subjects.ParseRequest(data, v); err != nil {
 				continue

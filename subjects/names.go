@@ -53,10 +53,13 @@ const (
 	// trail; VerbRelease gives it back.
 	VerbRead    = "read"
 	VerbRelease = "release"
+	// VerbAgents lists the online agents of a tag with their curve keys,
+	// to seal a job's secrets to.
+	VerbAgents = "agents"
 )
 
 // Verbs lists every API verb the coordinator answers.
-var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop, VerbRead, VerbRelease, VerbIssue, VerbRevoke, VerbCreds}
+var Verbs = []string{VerbSubmit, VerbGet, VerbList, VerbStop, VerbRead, VerbRelease, VerbAgents, VerbIssue, VerbRevoke, VerbCreds}
 
 var (
 	tokenRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)

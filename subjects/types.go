@@ -71,6 +71,11 @@ type JobSpec struct {
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// Stdin is fed to the job's standard input.
 	Stdin string `json:"stdin,omitempty"`
+	// Limits bound the job's memory, CPU and processes; nil sets none.
+	Limits *Limits `json:"limits,omitempty"`
+	// Secrets are environment variables sealed to the agents of the tag
+	// that were online at submit: only they can run the job.
+	Secrets *SealedSecrets `json:"secrets,omitempty"`
 }
 
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -114,6 +119,21 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.MaxAttempts == 0 {
 		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.Limits != nil {
+		if err := s.Limits.Validate(); err != nil {
+			return err
+		}
+		// An empty limits object asks for nothing: the same spec as none,
+		// so that an agent without cgroups runs it.
+		if s.Limits.Zero() {
+			s.Limits = nil
+		}
+	}
+	if s.Secrets != nil {
+		if err := s.Secrets.Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -212,6 +232,7 @@ type Record struct {
 	// StopRequested is set when a stop was asked for a running job, so that
 	// a later attempt of it is stopped too.
 	StopRequested bool `json:"stop_requested,omitempty"`
+	Usage
 }
 
 // StatusEvent is a job's change of state, published on its status subject.
@@ -223,6 +244,28 @@ type StatusEvent struct {
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	At       time.Time `json:"at"`
+	// Usage is set on the terminal status of a job that ran.
+	Usage
+}
+
+// Reasons a job failed that a client may branch on, in Usage.Reason.
+const (
+	// ReasonOOMKilled: the kernel killed a process of the job because the
+	// job reached its memory limit.
+	ReasonOOMKilled = "oom_killed"
+)
+
+// Usage is what a job's run used, as its agent measured it: from the job's
+// cgroup where it had one (every process it started), or else from the
+// kernel's accounting of its main process and the children it waited for.
+type Usage struct {
+	// PeakMemoryBytes is the most memory in use at once.
+	PeakMemoryBytes uint64 `json:"peak_memory_bytes,omitempty"`
+	// CPUSeconds is the CPU time used, user and system.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// Reason is a machine-readable cause of failure, such as
+	// ReasonOOMKilled; Error says it for people.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Apply folds an event into the record, fenced by attempt: an event of an
@@ -236,7 +279,7 @@ func (r *Record) Apply(ev StatusEvent) bool {
 		return false
 	}
 	r.Attempt, r.State, r.Agent = ev.Attempt, ev.State, ev.Agent
-	r.ExitCode, r.Error = ev.ExitCode, ev.Error
+	r.ExitCode, r.Error, r.Usage = ev.ExitCode, ev.Error, ev.Usage
 	at := ev.At
 	switch {
 	case ev.State == StateQueued:
@@ -282,6 +325,14 @@ type HeartbeatMsg struct {
 	// published since it started.
 	Lines uint64 `json:"lines"`
 	Bytes uint64 `json:"bytes"`
+	// Cgroups is how the agent enforces job limits: "v1" or "v2", or empty
+	// when it cannot, and then NoCgroups says why; such an agent returns
+	// jobs that ask for limits to the queue.
+	Cgroups   string `json:"cgroups,omitempty"`
+	NoCgroups string `json:"no_cgroups,omitempty"`
+	// XKey is the agent's public curve key, made when it started: secrets
+	// sealed to it can be opened by this agent process alone.
+	XKey string `json:"xkey,omitempty"`
 }
 
 // API request payloads.
@@ -325,7 +376,9 @@ type Reply struct {
 	Creds string `json:"creds,omitempty"`
 	// Reader is the replay consumer a read request was given.
 	Reader *Reader `json:"reader,omitempty"`
-	Error  *Error  `json:"error,omitempty"`
+	// Agents are the online agents of a tag, for an agents request.
+	Agents []AgentKey `json:"agents,omitzero"`
+	Error  *Error     `json:"error,omitempty"`
 }
 
 // ReadRequest asks for a replay consumer: over one job's events, or, with

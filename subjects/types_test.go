@@ -99,6 +99,26 @@ func TestParseSpec(t *testing.T) {
 		{"max_attempts negative", base(`,"max_attempts":-1`), false, "max_attempts"},
 		{"max_attempts fraction", base(`,"max_attempts":1.5`), false, "malformed JSON"},
 		{"command not a list", `{"tag":"a","command":"echo hi"}`, false, "malformed JSON"},
+		{"limits", base(`,"limits":{"memory":"512Mi","cpu":0.5,"pids":100}`), true, ""},
+		{"limits empty", base(`,"limits":{}`), true, ""},
+		{"limits memory bytes", base(`,"limits":{"memory":67108864}`), true, ""},
+		{"limits memory too small", base(`,"limits":{"memory":"1Mi"}`), false, "limits.memory"},
+		{"limits memory too large", base(`,"limits":{"memory":"2000Ti"}`), false, "limits.memory"},
+		{"limits memory overflow", base(`,"limits":{"memory":"9999999999999999Ti"}`), false, "too large"},
+		{"limits memory negative", base(`,"limits":{"memory":-1}`), false, "memory"},
+		{"limits memory fraction", base(`,"limits":{"memory":1.5e9}`), false, "memory"},
+		{"limits memory unit case", base(`,"limits":{"memory":"512mi"}`), false, "512mi"},
+		{"limits memory space", base(`,"limits":{"memory":"512 Mi"}`), false, "memory"},
+		{"limits memory bool", base(`,"limits":{"memory":true}`), false, "memory"},
+		{"limits cpu millicores", base(`,"limits":{"cpu":"250m"}`), true, ""},
+		{"limits cpu too small", base(`,"limits":{"cpu":0.001}`), false, "limits.cpu"},
+		{"limits cpu too large", base(`,"limits":{"cpu":2000}`), false, "limits.cpu"},
+		{"limits cpu negative", base(`,"limits":{"cpu":-1}`), false, "cpu"},
+		{"limits cpu exponent", base(`,"limits":{"cpu":1e2}`), false, "cpu"},
+		{"limits pids negative", base(`,"limits":{"pids":-1}`), false, "limits.pids"},
+		{"limits pids too many", base(`,"limits":{"pids":4194305}`), false, "limits.pids"},
+		{"limits unknown", base(`,"limits":{"disk":"1G"}`), false, `"disk"`},
+		{"limits not an object", base(`,"limits":"512Mi"`), false, "malformed JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := subjects.ParseSpec([]byte(tc.in))
@@ -121,6 +141,39 @@ func TestParseSpec(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.errHas)
 			}
 		})
+	}
+}
+
+func TestLimits(t *testing.T) {
+	s, err := subjects.ParseSpec([]byte(`{"tag":"a","command":["x"],"limits":{"memory":"1536Mi","cpu":"500m","pids":64}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := subjects.Limits{Memory: 1536 << 20, CPU: 0.5, Pids: 64}
+	if s.Limits == nil || *s.Limits != want {
+		t.Fatalf("limits %+v, want %+v", s.Limits, want)
+	}
+	if got := s.Limits.String(); got != "memory=1536Mi cpu=0.5 pids=64" {
+		t.Errorf("String() = %q", got)
+	}
+	b, _ := json.Marshal(s.Limits)
+	if string(b) != `{"memory":1610612736,"cpu":0.5,"pids":64}` {
+		t.Errorf("encoded as %s", b)
+	}
+	if s, err = subjects.ParseSpec([]byte(`{"tag":"a","command":["x"],"limits":{}}`)); err != nil || s.Limits != nil {
+		t.Errorf("empty limits: %+v, %v; want none", s.Limits, err)
+	}
+	for in, want := range map[string]subjects.Bytes{
+		"4194304": 4 << 20, "512Mi": 512 << 20, "2G": 2e9, "1Ti": 1 << 40, "3k": 3000, "7Ki": 7 << 10,
+	} {
+		if got, err := subjects.ParseBytes(in); err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]subjects.Cores{"0.5": 0.5, "2": 2, "250m": 0.25, "1.125": 1.125} {
+		if got, err := subjects.ParseCores(in); err != nil || got != want {
+			t.Errorf("ParseCores(%q) = %v, %v; want %v", in, got, err, want)
+		}
 	}
 }
 

@@ -41,6 +41,8 @@ func root() *cobra.Command {
 		maxBuffer   int64
 		metricsAddr string
 		verbose     bool
+		cgroups     agent.CgroupOptions
+		runAs       string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --creds FILE",
@@ -67,7 +69,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				return err
 			}
 			defer nc.Close()
-			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, MaxOutput: maxOutput, MaxBuffered: maxBuffer, Logger: log})
+			a, err := agent.New(agent.Config{Conn: nc, Concurrency: concurrency, WorkDir: workdir, StopGrace: grace, DrainTimeout: drain, MaxOutput: maxOutput, MaxBuffered: maxBuffer, Cgroups: cgroups, RunAs: runAs, CredsFile: conn.Creds, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -118,6 +120,9 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.Int64Var(&maxOutput, "max-output", agent.DefaultMaxOutput, "output bytes kept per job attempt; past it lines are dropped and a marker says so")
 	f.Int64Var(&maxBuffer, "max-buffer", agent.DefaultMaxBuffered, "output bytes held while NATS is out of reach, for all jobs; past it lines are dropped and a marker says how many")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Minute, "on SIGTERM, how long running jobs may finish before they are stopped and requeued")
+	f.StringVar(&runAs, "run-as", "", "run jobs as this user (its uid, gid and HOME), who must not be able to read --creds")
+	f.BoolVar(&cgroups.Disabled, "no-cgroups", false, "run jobs without cgroups; jobs that ask for limits go back to the queue")
+	f.StringVar(&cgroups.Parent, "cgroup-parent", "", "cgroup to make the agent's job cgroups under, such as /outpost (default: the agent's own)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

@@ -192,6 +192,7 @@ func printRecord(w io.Writer, r *subjects.Record) {
 		row("exit code", fmt.Sprint(*r.ExitCode))
 	}
 	row("error", r.Error)
+	row("reason", r.Reason)
 	row("tag", r.Tag)
 	row("owner", r.Owner)
 	row("agent", r.Agent)
@@ -207,6 +208,15 @@ func printRecord(w io.Writer, r *subjects.Record) {
 			took = fmt.Sprintf(" (ran %s)", r.FinishedAt.Sub(*r.StartedAt).Round(time.Millisecond))
 		}
 		row("finished", r.FinishedAt.Local().Format(time.RFC3339Nano)+took)
+	}
+	if r.Limits != nil {
+		row("limits", r.Limits.String())
+	}
+	if r.PeakMemoryBytes > 0 {
+		row("peak memory", subjects.Bytes(r.PeakMemoryBytes).String()+" ("+fmt.Sprint(r.PeakMemoryBytes)+" bytes)")
+	}
+	if r.CPUSeconds > 0 {
+		row("cpu time", fmt.Sprintf("%.3fs", r.CPUSeconds))
 	}
 	if r.StopRequested && !r.State.Terminal() {
 		row("note", "stop requested")

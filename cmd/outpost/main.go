@@ -64,7 +64,7 @@ output, and stops them. It talks to the coordinator over NATS with a creds file:
 	pf := cmd.PersistentFlags()
 	g.conn.Bind(pf, "creds file (default ./"+defaultCreds+")")
 	pf.DurationVar(&g.timeout, "request-timeout", 10*time.Second, "how long to wait for the server and the coordinator")
-	cmd.AddCommand(runCmd(g), logsCmd(g), statusCmd(g), lsCmd(g), stopCmd(g), whoamiCmd(g), adminCmd(g), auditCmd(g))
+	cmd.AddCommand(runCmd(g), logsCmd(g), statusCmd(g), lsCmd(g), stopCmd(g), agentsCmd(g), whoamiCmd(g), adminCmd(g), auditCmd(g))
 	return cmd
 }
 

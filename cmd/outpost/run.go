@@ -25,6 +25,10 @@ func runCmd(g *globals) *cobra.Command {
 		stdinFile string
 		detach    bool
 		output    string
+		memory    string
+		cpu       string
+		pids      int
+		secretKVs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --tag TAG [flags] -- COMMAND [ARG...]",
@@ -35,6 +39,8 @@ code (124 when it timed out). Ctrl-C leaves the job running; 'outpost stop' ends
 it. With --detach it prints the job ID and returns at once.`,
 		Example: `  outpost run --tag local -- sh -c 'echo hi; echo oops >&2; exit 3'
   outpost run --tag gpu --env MODEL=small --timeout 1h -- ./train.sh
+  outpost run --tag build --memory 2Gi --cpu 1.5 --pids 500 -- make -j4
+  outpost run --tag deploy --secret TOKEN=@token.txt -- ./deploy.sh
   id=$(outpost run --tag local --detach -- make test)`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -50,10 +56,17 @@ it. With --detach it prints the job ID and returns at once.`,
 			if spec.Env, err = parseEnv(env); err != nil {
 				return err
 			}
+			if spec.Limits, err = parseLimits(memory, cpu, pids); err != nil {
+				return err
+			}
 			if stdinFile != "" {
 				if spec.Stdin, err = readInput(stdinFile); err != nil {
 					return err
 				}
+			}
+			values, err := parseSecrets(secretKVs)
+			if err != nil {
+				return err
 			}
 			if err := spec.Validate(); err != nil {
 				return err
@@ -64,6 +77,12 @@ it. With --detach it prints the job ID and returns at once.`,
 			}
 			defer c.Close()
 			sctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			if len(values) > 0 {
+				if spec.Secrets, err = c.SealSecrets(sctx, spec.Tag, values); err != nil {
+					cancel()
+					return fmt.Errorf("--secret: %w", err)
+				}
+			}
 			rec, err := c.Submit(sctx, spec)
 			cancel()
 			if err != nil {
@@ -84,6 +103,10 @@ it. With --detach it prints the job ID and returns at once.`,
 	f.DurationVar(&queueWait, "queue-timeout", 0, "fail the job if no agent starts it within this long (0: wait)")
 	f.IntVar(&spec.MaxAttempts, "max-attempts", 0, "how many agents may try the job if one is lost (default 3)")
 	f.StringVar(&stdinFile, "stdin", "", "file to feed to the job's stdin ('-' for this terminal's stdin)")
+	f.StringArrayVarP(&secretKVs, "secret", "s", nil, "secret environment variable NAME=VALUE, NAME=@FILE, or NAME (from this environment); sealed to the tag's online agents and masked as *** in the output (repeatable)")
+	f.StringVar(&memory, "memory", "", "memory limit, such as 512Mi or 2G (the agent kills the job past it)")
+	f.StringVar(&cpu, "cpu", "", "CPU limit in cores, such as 0.5 or 250m")
+	f.IntVar(&pids, "pids", 0, "most processes the job may have at once")
 	f.BoolVarP(&detach, "detach", "d", false, "print the job ID and return at once")
 	f.StringVarP(&output, "output", "o", "text", "with --detach: text (the ID) or json (the record)")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
@@ -181,6 +204,60 @@ func parseEnv(kvs []string) (map[string]string, error) {
 		env[k] = v
 	}
 	return env, nil
+}
+
+// parseSecrets reads --secret flags: NAME=VALUE, NAME=@FILE (the file's
+// contents less one final newline), or NAME alone for the value of NAME in
+// this environment.
+func parseSecrets(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	values := map[string]string{}
+	for _, kv := range kvs {
+		k, v, hasValue := strings.Cut(kv, "=")
+		if err := subjects.ValidSecretName(k); err != nil {
+			return nil, fmt.Errorf("--secret: %w (want NAME=VALUE, NAME=@FILE or NAME)", err)
+		}
+		switch {
+		case !hasValue:
+			var ok bool
+			if v, ok = os.LookupEnv(k); !ok {
+				return nil, fmt.Errorf("--secret %s: no such variable in this environment", k)
+			}
+		case strings.HasPrefix(v, "@"):
+			b, err := os.ReadFile(v[1:])
+			if err != nil {
+				return nil, fmt.Errorf("--secret %s: %w", k, err)
+			}
+			v = strings.TrimSuffix(string(b), "\n")
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, fmt.Errorf("--secret %s: the value contains a NUL byte", k)
+		}
+		values[k] = v
+	}
+	return values, nil
+}
+
+// parseLimits makes the job's limits from the flags; nil when none is set.
+func parseLimits(memory, cpu string, pids int) (*subjects.Limits, error) {
+	l := subjects.Limits{Pids: pids}
+	var err error
+	if memory != "" {
+		if l.Memory, err = subjects.ParseBytes(memory); err != nil {
+			return nil, fmt.Errorf("--memory: %w", err)
+		}
+	}
+	if cpu != "" {
+		if l.CPU, err = subjects.ParseCores(cpu); err != nil {
+			return nil, fmt.Errorf("--cpu: %w", err)
+		}
+	}
+	if l.Zero() {
+		return nil, nil
+	}
+	return &l, nil
 }
 
 func readInput(path string) (string, error) {

@@ -1,10 +1,13 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -285,4 +288,31 @@ func Get(t testing.TB, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// FilesHolding lists the files under root whose bytes contain s: how a
+// test shows a value was never stored in the clear.
+func FilesHolding(t testing.TB, root, s string) []string {
+	t.Helper()
+	var found []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			return nil // a file removed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(s)) {
+			found = append(found, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("testenv: scan %s: %v", root, err)
+	}
+	return found
 }

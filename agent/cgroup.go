@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"os/exec"
+	"syscall"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// cgroupHost makes a cgroup for each job, under a cgroup of the agent's own.
+// It is nil on an agent that cannot make them.
+type cgroupHost interface {
+	// version is "v1" or "v2".
+	version() string
+	// create makes the cgroup of job id with its limits (nil: none).
+	create(id string, limits *subjects.Limits) (jobCgroup, error)
+	// close removes the agent's own cgroup once it is empty.
+	close()
+}
+
+// jobCgroup is one job's cgroup: every process the job starts is in it,
+// whatever process group or session it moves to.
+type jobCgroup interface {
+	// start starts cmd with its process inside the cgroup before the
+	// command runs anything.
+	start(cmd *exec.Cmd) error
+	// signal sends sig to every process in the cgroup. SIGKILL reaches
+	// each one, even a process forking at that moment.
+	signal(sig syscall.Signal)
+	// usage reads what the job used so far.
+	usage() cgroupUsage
+	// remove kills whatever is left and removes the cgroup.
+	remove() error
+}
+
+// cgroupUsage is what a job's cgroup counted. A zero field was not counted.
+type cgroupUsage struct {
+	peakMemory uint64
+	cpuSeconds float64
+	oomKills   uint64
+}
+
+// CgroupOptions say where an agent makes its jobs' cgroups.
+type CgroupOptions struct {
+	// Disabled runs jobs without cgroups: jobs that ask for limits go back
+	// to the queue for another agent.
+	Disabled bool
+	// Parent is the cgroup under which the agent makes its own
+	// (outpost-<agent>), as a path inside the cgroup hierarchy such as
+	// "/outpost". Empty means the agent's own cgroup. On cgroup v2 it must
+	// be one where the agent may enable the memory, cpu and pids
+	// controllers for children: the root, or a delegated cgroup holding no
+	// process.
+	Parent string
+}

@@ -1,0 +1,402 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// cfsPeriod is the CPU quota period, in microseconds: the kernel's default.
+const cfsPeriod = 100_000
+
+// removeWait bounds how long removing a job's cgroup waits for its killed
+// processes to be gone.
+const removeWait = 10 * time.Second
+
+// newCgroups finds the cgroup hierarchy and makes the agent's own cgroup,
+// outpost-<agent>, under opt.Parent. Its error says why this agent cannot
+// give jobs cgroups. With a v1 hierarchy (alone, or beside a v2 one that
+// holds no controllers, as "hybrid" systems have it) the controllers are
+// in v1, so v1 it is.
+func newCgroups(agent string, opt CgroupOptions) (cgroupHost, error) {
+	if opt.Disabled {
+		return nil, errors.New("turned off (--no-cgroups)")
+	}
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		return newV2("/sys/fs/cgroup", agent, opt.Parent, []string{"memory", "cpu", "pids"})
+	case cgroups.Legacy, cgroups.Hybrid:
+		return newV1(agent, opt.Parent)
+	}
+	return nil, errors.New("no cgroup hierarchy is mounted at /sys/fs/cgroup")
+}
+
+// v1 is a cgroup v1 hierarchy: a job's cgroup is a directory of the same
+// path under each controller it needs.
+type v1 struct {
+	hierarchy cgroup1.Hierarchy
+	own       cgroup1.Cgroup // the agent's own: outpost-<agent>
+	path      func(job string) cgroup1.Path
+	// home is the agent process's cgroup, where the thread that started a
+	// job goes back to (see start).
+	home cgroup1.Cgroup
+	swap bool // memory.memsw exists: swap counts against the memory limit
+}
+
+// v1Controllers are the controllers a job's cgroup needs: its limits, and
+// its CPU time. The freezer is not among them: a v1 freezer can wait
+// forever on a process in vfork, and a kill need not freeze (see signal).
+var v1Controllers = []cgroup1.Name{cgroup1.Memory, cgroup1.Cpu, cgroup1.Cpuacct, cgroup1.Pids}
+
+func newV1(agent, parent string) (*v1, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup v1: %w", err)
+	}
+	var subs []cgroup1.Subsystem
+	for _, name := range v1Controllers {
+		i := slices.IndexFunc(all, func(s cgroup1.Subsystem) bool { return s.Name() == name })
+		if i < 0 {
+			return nil, fmt.Errorf("cgroup v1: the %s controller is not mounted", name)
+		}
+		s := all[i]
+		if name == cgroup1.Memory {
+			// Swap accounting may be off; its figures are then not read.
+			root := filepath.Dir(s.(interface{ Path(string) string }).Path("/"))
+			s = cgroup1.NewMemory(root, cgroup1.OptionalSwap())
+		}
+		subs = append(subs, s)
+	}
+	g := &v1{hierarchy: func() ([]cgroup1.Subsystem, error) { return subs, nil }}
+	// Where the agent is now, read once: while a job starts, one of its
+	// threads is in the job's cgroup, and may be the one /proc/self shows.
+	home := map[cgroup1.Name]string{}
+	for _, s := range subs {
+		p, err := cgroup1.NestedPath("")(s.Name())
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v1: the agent's own %s cgroup: %w", s.Name(), err)
+		}
+		home[s.Name()] = p
+		if parent != "" {
+			home[s.Name()] = filepath.Join("/", parent)
+		}
+	}
+	base := "outpost-" + agent
+	g.path = func(job string) cgroup1.Path {
+		return func(n cgroup1.Name) (string, error) { return filepath.Join(home[n], base, job), nil }
+	}
+	if g.home, err = cgroup1.Load(cgroup1.NestedPath(""), cgroup1.WithHierarchy(g.hierarchy)); err != nil {
+		return nil, fmt.Errorf("cgroup v1: the agent's own cgroup: %w", err)
+	}
+	if g.own, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
+		return nil, fmt.Errorf("cgroup v1: make the agent's cgroup: %w", err)
+	}
+	mem, _ := g.path("")(cgroup1.Memory)
+	_, err = os.Stat(filepath.Join(subs[0].(interface{ Path(string) string }).Path(mem), "memory.memsw.limit_in_bytes"))
+	g.swap = err == nil
+	return g, nil
+}
+
+func (g *v1) version() string { return "v1" }
+
+func (g *v1) close() { _ = g.own.Delete() }
+
+func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
+	res := &specs.LinuxResources{}
+	var pids int64
+	if l := limits; l != nil {
+		if l.Memory > 0 {
+			m := int64(l.Memory)
+			res.Memory = &specs.LinuxMemory{Limit: &m}
+			if g.swap {
+				res.Memory.Swap = &m
+			}
+		}
+		if l.CPU > 0 {
+			quota, period := int64(float64(l.CPU)*cfsPeriod), uint64(cfsPeriod)
+			res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+		}
+		if l.Pids > 0 {
+			// One more while the agent's thread is inside (see start).
+			pids = int64(l.Pids)
+			more := pids + 1
+			res.Pids = &specs.LinuxPids{Limit: &more}
+		}
+	}
+	cg, err := cgroup1.New(g.path(id), res, cgroup1.WithHierarchy(g.hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("make cgroup: %w", err)
+	}
+	return &v1Job{host: g, cg: cg, pids: pids}, nil
+}
+
+type v1Job struct {
+	host *v1
+	cg   cgroup1.Cgroup
+	pids int64 // the pids limit to set once the job has started
+}
+
+// start places the job's first process in the cgroup before it runs any of
+// the command. A v1 cgroup can only be joined by writing a pid into it once
+// the process exists, and by then the command may have forked children
+// that stay outside. So the thread that forks moves into the job's cgroup
+// first (v1 lets single threads move, by writing their id to "tasks"): the
+// child is born inside, as are all its children, and the thread moves back
+// once the command started. The thread is locked to this goroutine
+// throughout, so no other goroutine runs on it meanwhile, and the Go runtime
+// makes no new threads from a locked one. While the thread is inside it
+// counts as one process, which is why pids.max is one more until it left.
+func (j *v1Job) start(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		tid := cgroup1.Process{Pid: unix.Gettid()}
+		if err := j.cg.AddTask(tid); err != nil {
+			// It may be in some of the cgroups already.
+			if j.host.home.AddTask(tid) == nil {
+				runtime.UnlockOSThread()
+			}
+			errc <- fmt.Errorf("join the job's cgroup: %w", err)
+			return
+		}
+		err := cmd.Start()
+		if herr := j.host.home.AddTask(tid); herr != nil {
+			// The thread stays locked, so it ends with this goroutine
+			// rather than run the agent inside the job's limits.
+			if err == nil {
+				j.signal(syscall.SIGKILL)
+				_ = cmd.Wait()
+				err = fmt.Errorf("leave the job's cgroup: %w", herr)
+			}
+			errc <- err
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		return err
+	}
+	if j.pids > 0 {
+		if err := j.cg.Update(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &j.pids}}); err != nil {
+			j.signal(syscall.SIGKILL)
+			return fmt.Errorf("set the pids limit: %w", err)
+		}
+	}
+	return nil
+}
+
+// killPasses bounds the passes of a v1 kill.
+const killPasses = 100
+
+// signal sends sig to every process of the job. A SIGKILL goes round until
+// the cgroup is empty: a process killed can fork no more, so a child
+// forked while a pass listed the processes is caught by the next one.
+func (j *v1Job) signal(sig syscall.Signal) {
+	for range killPasses {
+		procs, err := j.cg.Processes(cgroup1.Pids, true)
+		if err != nil || len(procs) == 0 {
+			return
+		}
+		for _, p := range procs {
+			_ = syscall.Kill(p.Pid, sig)
+		}
+		if sig != syscall.SIGKILL {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (j *v1Job) usage() cgroupUsage {
+	var u cgroupUsage
+	st, err := j.cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return u
+	}
+	if st.Memory != nil && st.Memory.Usage != nil {
+		u.peakMemory = st.Memory.Usage.Max
+	}
+	if st.CPU != nil && st.CPU.Usage != nil {
+		u.cpuSeconds = float64(st.CPU.Usage.Total) / 1e9
+	}
+	if st.MemoryOomControl != nil {
+		u.oomKills = st.MemoryOomControl.OomKill
+	}
+	return u
+}
+
+func (j *v1Job) remove() error {
+	err := killAll(func() (int, error) {
+		procs, err := j.cg.Processes(cgroup1.Pids, true)
+		return len(procs), err
+	}, func() { j.signal(syscall.SIGKILL) })
+	if err != nil {
+		return err
+	}
+	return j.cg.Delete()
+}
+
+// killAll kills what is left in a cgroup until count finds it empty, for
+// at most removeWait.
+func killAll(count func() (int, error), kill func()) error {
+	for deadline := time.Now().Add(removeWait); ; time.Sleep(10 * time.Millisecond) {
+		n, err := count()
+		if err != nil || n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup still holds %d processes", n)
+		}
+		kill()
+	}
+}
+
+// v2 is the unified cgroup hierarchy: one directory per job, which the
+// job's first process is born into (clone3 with CLONE_INTO_CGROUP).
+type v2 struct {
+	mount string
+	own   *cgroup2.Manager // the agent's own: outpost-<agent>
+	path  string           // its path inside the hierarchy
+	have  []string         // the controllers enabled for jobs
+}
+
+// newV2 makes the agent's cgroup under parent (empty: the agent's own
+// cgroup) and enables the controllers it needs for its children.
+func newV2(mount, agent, parent string, need []string) (*v2, error) {
+	if parent == "" {
+		_, own, err := cgroups.ParseCgroupFileUnified("/proc/self/cgroup")
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v2: the agent's own cgroup: %w", err)
+		}
+		parent = own
+	}
+	g := &v2{mount: mount, path: filepath.Join("/", parent, "outpost-"+agent), have: need}
+	var err error
+	if g.own, err = cgroup2.NewManager(mount, g.path, &cgroup2.Resources{}); err != nil {
+		return nil, fmt.Errorf("cgroup v2: make %s: %w", g.path, err)
+	}
+	if len(need) > 0 {
+		if err := g.own.ToggleControllers(need, cgroup2.Enable); err != nil {
+			g.close()
+			return nil, fmt.Errorf("cgroup v2: enable the %s controllers under %s (give --cgroup-parent a cgroup delegated to the agent that holds no process): %w",
+				strings.Join(need, ", "), parent, err)
+		}
+		// ToggleControllers enables them on the ancestors; the agent's own
+		// cgroup hands them on to each job's.
+		if err := os.WriteFile(filepath.Join(mount, g.path, "cgroup.subtree_control"), []byte("+"+strings.Join(need, " +")), 0o644); err != nil {
+			g.close()
+			return nil, fmt.Errorf("cgroup v2: enable the %s controllers in %s: %w", strings.Join(need, ", "), g.path, err)
+		}
+	}
+	return g, nil
+}
+
+func (g *v2) version() string { return "v2" }
+
+func (g *v2) close() { _ = g.own.Delete() }
+
+func (g *v2) create(id string, limits *subjects.Limits) (jobCgroup, error) {
+	res := &cgroup2.Resources{}
+	if l := limits; l != nil {
+		if l.Memory > 0 {
+			m, group, noSwap := int64(l.Memory), true, int64(0)
+			res.Memory = &cgroup2.Memory{Max: &m, OOMGroup: &group}
+			if _, err := os.Stat(filepath.Join(g.mount, g.path, "memory.swap.max")); err == nil {
+				res.Memory.Swap = &noSwap
+			}
+		}
+		if l.CPU > 0 {
+			quota, period := int64(float64(l.CPU)*cfsPeriod), uint64(cfsPeriod)
+			res.CPU = &cgroup2.CPU{Max: cgroup2.NewCPUMax(&quota, &period)}
+		}
+		if l.Pids > 0 {
+			res.Pids = &cgroup2.Pids{Max: int64(l.Pids)}
+		}
+		for _, c := range res.EnabledControllers() {
+			if !slices.Contains(g.have, c) {
+				return nil, fmt.Errorf("the %s controller is not enabled for the agent's cgroup", c)
+			}
+		}
+	}
+	m, err := cgroup2.NewManager(g.mount, filepath.Join(g.path, id), res)
+	if err != nil {
+		return nil, fmt.Errorf("make cgroup: %w", err)
+	}
+	return &v2Job{m: m, dir: filepath.Join(g.mount, g.path, id)}, nil
+}
+
+type v2Job struct {
+	m   *cgroup2.Manager
+	dir string
+}
+
+// start has the kernel create the process inside the cgroup, so there is
+// no moment in which it runs outside.
+func (j *v2Job) start(cmd *exec.Cmd) error {
+	fd, err := unix.Open(j.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the job's cgroup: %w", err)
+	}
+	defer unix.Close(fd)
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	return cmd.Start()
+}
+
+func (j *v2Job) signal(sig syscall.Signal) {
+	if sig == syscall.SIGKILL {
+		_ = j.m.Kill()
+		return
+	}
+	procs, _ := j.m.Procs(true)
+	for _, p := range procs {
+		_ = syscall.Kill(int(p), sig)
+	}
+}
+
+func (j *v2Job) usage() cgroupUsage {
+	var u cgroupUsage
+	st, err := j.m.Stat()
+	if err != nil {
+		return u
+	}
+	if st.Memory != nil {
+		u.peakMemory = st.Memory.MaxUsage
+	}
+	if st.CPU != nil {
+		u.cpuSeconds = float64(st.CPU.UsageUsec) / 1e6
+	}
+	if st.MemoryEvents != nil {
+		u.oomKills = st.MemoryEvents.OomKill
+	}
+	return u
+}
+
+func (j *v2Job) remove() error {
+	err := killAll(func() (int, error) {
+		procs, err := j.m.Procs(true)
+		return len(procs), err
+	}, func() { _ = j.m.Kill() })
+	if err != nil {
+		return err
+	}
+	return j.m.Delete()
+}

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The v2 driver on whatever v2 hierarchy this machine has: the system's
+// own, or the "unified" one beside v1 controllers, which holds no
+// controllers, so limits are not asked of it. The job's process is born in
+// the job's cgroup, so are its children wherever they go, a kill reaches
+// all of them, and the CPU time they used is counted.
+func TestCgroupV2PlacesAndKills(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: making cgroups needs root")
+	}
+	mount, need := "", []string{}
+	for _, m := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(m, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			mount = m
+			break
+		}
+	}
+	if mount == "" {
+		t.Skip("skipped: no cgroup v2 hierarchy is mounted")
+	}
+	g, err := newV2(mount, "v2test-"+strconv.Itoa(os.Getpid()), "", need)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.close)
+	job, err := g.create("job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", `
+		i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done
+		sh -c 'setsid sleep 1000 & echo $! > orphan.pid'
+		exec sleep 1000`)
+	cmd.Dir = dir
+	setProcAttr(cmd)
+	if err := job.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = job.remove() })
+	want := filepath.Join(g.path, "job")
+	if got := v2CgroupOf(t, cmd.Process.Pid); got != want {
+		t.Errorf("the job's process is in %q, want %q", got, want)
+	}
+	var orphan int
+	waitFor(t, "the orphan's pid", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "orphan.pid"))
+		orphan, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
+	if got := v2CgroupOf(t, orphan); got != want {
+		t.Errorf("the double-forked child is in %q, want %q", got, want)
+	}
+	waitFor(t, "the job's CPU time to be counted", func() bool { return job.usage().cpuSeconds > 0 })
+	job.signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	waitFor(t, "the orphan to be gone", func() bool { return !alive(orphan) })
+	if err := job.remove(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func v2CgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return p
+		}
+	}
+	return ""
+}
+
+// alive reports whether pid is a process that is not yet a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// waitFor is testenv.Eventually, which this package's own tests cannot
+// import (testenv imports the agent).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

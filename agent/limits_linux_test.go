@@ -1,0 +1,185 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outpost-run/outpost/accounts"
+	"github.com/outpost-run/outpost/agent"
+	"github.com/outpost-run/outpost/coordinator"
+	"github.com/outpost-run/outpost/internal/testenv"
+	"github.com/outpost-run/outpost/subjects"
+)
+
+// needCgroups skips a test on a machine where this process cannot make
+// cgroups (not root, no cgroup file system, no delegation).
+func needCgroups(t *testing.T) {
+	t.Helper()
+	if err := agent.CgroupsUsable(); err != nil {
+		t.Skipf("skipped: this process cannot make cgroups (%v); run the tests as root on Linux", err)
+	}
+}
+
+func TestMemoryLimitOOMKill(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	// tail keeps the last lines; /dev/zero has no line end, so it keeps all.
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: []string{"tail", "/dev/zero"}, Limits: &subjects.Limits{Memory: 32 << 20}})
+	rec := s.waitState(t, r.ID, subjects.StateFailed)
+	if rec.Reason != subjects.ReasonOOMKilled || !strings.Contains(rec.Error, "memory limit of 32Mi") {
+		t.Errorf("reason %q, error %q; want %s", rec.Reason, rec.Error, subjects.ReasonOOMKilled)
+	}
+	t.Logf("OOM-killed job: %s; peak memory %d bytes, %.3f s CPU", rec.Error, rec.PeakMemoryBytes, rec.CPUSeconds)
+	if rec.PeakMemoryBytes < 16<<20 || rec.PeakMemoryBytes > 33<<20 {
+		t.Errorf("peak memory %d, want about the limit", rec.PeakMemoryBytes)
+	}
+	if rec.CPUSeconds <= 0 {
+		t.Errorf("cpu seconds %v", rec.CPUSeconds)
+	}
+}
+
+func TestPidsLimit(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	// The shell and 3 sleeps fit in 4; the 4th sleep cannot be forked.
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Limits: &subjects.Limits{Pids: 4},
+		Command: sh(`for i in 1 2 3 4; do sleep 30 & done; echo forked all`)})
+	s.waitState(t, r.ID, subjects.StateFailed)
+	stdout, stderr, _ := s.output(t, r.ID)
+	if strings.Contains(stdout, "forked all") || !strings.Contains(strings.ToLower(stderr), "fork") {
+		t.Errorf("the job forked past its limit of 4 processes:\nstdout %q\nstderr %q", stdout, stderr)
+	}
+}
+
+func TestCPULimit(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	// A busy loop of a few tenths of a second of CPU, at a tenth of a core,
+	// is throttled; the kernel's own counters say so, and what the quota is.
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Limits: &subjects.Limits{CPU: 0.1}, Command: sh(`
+		i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done
+		for f in /sys/fs/cgroup/cpu$(grep -E '^[0-9]+:cpu:' /proc/self/cgroup | cut -d: -f3) /sys/fs/cgroup$(grep '^0::' /proc/self/cgroup | cut -d: -f3); do
+			cat $f/cpu.cfs_quota_us $f/cpu.max 2>/dev/null; grep nr_throttled $f/cpu.stat 2>/dev/null
+		done; true`)})
+	rec := s.waitState(t, r.ID, subjects.StateSucceeded)
+	stdout, _, _ := s.output(t, r.ID)
+	if !strings.Contains(stdout, "10000") {
+		t.Errorf("no quota of 10000us per 100000us in %q", stdout)
+	}
+	throttled := false
+	for _, l := range strings.Split(stdout, "\n") {
+		if n, ok := strings.CutPrefix(l, "nr_throttled "); ok && n != "0" {
+			throttled = true
+		}
+	}
+	if !throttled {
+		t.Errorf("the job was never throttled: %q", stdout)
+	}
+	if rec.CPUSeconds <= 0 || rec.PeakMemoryBytes == 0 {
+		t.Errorf("usage %+v", rec.Usage)
+	}
+	t.Logf("at 0.1 cores: %.3f s CPU over %s; %q", rec.CPUSeconds, rec.FinishedAt.Sub(*rec.StartedAt).Round(time.Millisecond), stdout)
+}
+
+// A stop reaches processes that left the job's process group: one in a
+// session of its own (setsid), and one that did the same from a parent
+// that exited (a double fork, as daemons do).
+func TestStopKillsProcessesThatLeftTheGroup(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`
+		echo $$ > main.pid
+		setsid sh -c 'echo $$ > setsid.pid; exec sleep 1000' &
+		sh -c 'setsid sleep 1000 & echo $! > orphan.pid'
+		sleep 1000`)})
+	s.waitState(t, r.ID, subjects.StateRunning)
+	var pids []int
+	testenv.Eventually(t, "the job's processes to write their pids", func() bool {
+		pids = pids[:0]
+		for _, f := range []string{"main.pid", "setsid.pid", "orphan.pid"} {
+			b, err := os.ReadFile(dir + "/" + f)
+			n, err2 := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || err2 != nil {
+				return false
+			}
+			pids = append(pids, n)
+		}
+		return true
+	})
+	for _, pid := range pids[1:] {
+		if pgid, err := syscall.Getpgid(pid); err != nil || pgid == pids[0] {
+			t.Fatalf("pid %d: pgid %d, %v: it did not leave the job's group %d", pid, pgid, err, pids[0])
+		}
+	}
+	if _, err := s.alice.Stop(testenv.Context(t), subjects.StopRequest{ID: r.ID, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateStopped)
+	testenv.Eventually(t, "the escaped processes to be gone", func() bool {
+		for _, pid := range pids {
+			if agent.Alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// An agent without cgroups says so, runs jobs without limits (reporting
+// what the kernel counted for them), and hands a job with limits back to
+// the queue, where an agent with cgroups takes it.
+func TestAgentWithoutCgroupsRefusesLimits(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	beats, err := s.env.CoordConn.SubscribeSync(subjects.HeartbeatSubject("a", "agent-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.env.StartAgent(s.agentCreds, agent.Config{Cgroups: agent.CgroupOptions{Disabled: true}})
+	m, err := beats.NextMsg(testenv.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hb subjects.HeartbeatMsg
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Cgroups != "" || !strings.Contains(hb.NoCgroups, "--no-cgroups") {
+		t.Errorf("heartbeat %s (%v): want no cgroups, and why", m.Data, err)
+	}
+
+	plain := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("head -c 1000000 /dev/zero | wc -c")})
+	rec := s.waitState(t, plain.ID, subjects.StateSucceeded)
+	if rec.PeakMemoryBytes == 0 {
+		t.Errorf("no peak memory from the process's own accounting: %+v", rec.Usage)
+	}
+
+	mark := s.env.Logs.Len()
+	limited := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo limited"), Limits: &subjects.Limits{Memory: 64 << 20}, MaxAttempts: 10})
+	s.env.Logs.Wait(t, mark, "the agent to hand the job back", func(e testenv.Entry) bool {
+		return e.Msg == "cannot enforce the job's limits here; it goes back to the queue"
+	})
+	if r, err := s.alice.Get(testenv.Context(t), limited.ID); err != nil || r.State != subjects.StateQueued {
+		t.Fatalf("job with limits on an agent without cgroups: %+v, %v", r, err)
+	}
+	if err := agent.CgroupsUsable(); err != nil {
+		return
+	}
+	other := s.env.Creds(accounts.RoleAgent, "agent-b", "a")
+	s.env.StartAgent(other, agent.Config{})
+	rec = s.waitState(t, limited.ID, subjects.StateSucceeded)
+	if rec.Agent != "agent-b" {
+		t.Errorf("the job with limits ran on %s, want agent-b (with cgroups)", rec.Agent)
+	}
+}

@@ -1,0 +1,20 @@
+package agent
+
+import (
+	"errors"
+	"os/exec"
+)
+
+// jobUser is the user jobs run as; Windows agents have none.
+type jobUser struct {
+	name string
+	home string
+}
+
+func lookupUser(string) (*jobUser, error) {
+	return nil, errors.New("--run-as is not supported on Windows")
+}
+
+func setUser(*exec.Cmd, *jobUser)         {}
+func unreadableBy(string, *jobUser) error { return nil }
+func chownTree(string, *jobUser) error    { return nil }
