@@ -109,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			}
 		}
 	}
-	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js}
+	c.jobs, c.creds = records{kv: jobs, js: c.js, m: c.m, live: newActive()}, registry{creds, c.js}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
 	}
