@@ -109,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			}
 		}
 	}
-	c.jobs, c.creds = records{jobs, c.js, c.m}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
+	c.jobs, c.creds = records{kv: jobs, js: c.js, m: c.m, live: newActive()}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -30,20 +31,52 @@ const lostBeats = 3
 // A requeue is a new attempt, so whatever an old one still sends is fenced
 // off; should the old request be delivered all the same, the agent that
 // stores the attempt's running status second leaves it to the first.
+//
+// The jobs come from the coordinator's view of the unfinished ones
+// (active), read again from the jobs bucket at the first check and every
+// activeSync after; each is read from its record before it is requeued.
 func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	l := lost{c: c, start: time.Now(), missFor: c.limits.AckWait * 3 / 2, silentFor: 2*c.limits.AckWait + onlineFor,
 		missing: map[string]int{}, since: map[string]time.Time{}, counted: map[string]time.Time{}, queued: map[string]time.Time{}}
+	var synced time.Time
 	for {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
+		if time.Since(synced) > activeSync {
+			if err := c.jobs.live.sync(ctx, c.jobs); err != nil {
+				c.log.Warn("lost job check failed", "err", err)
+				continue
+			}
+			synced = time.Now()
+		}
 		l.running(ctx)
 		l.stuck(ctx)
 	}
+}
+
+// activeSync is how often the lost-job check reads the whole jobs bucket
+// again rather than trust the coordinator's own view of it.
+const activeSync = 10 * time.Minute
+
+// current reads a job's record for a requeue, and reports whether it is
+// still as the check saw it.
+func (l *lost) current(ctx context.Context, id string, was activeJob) (subjects.Record, bool) {
+	rec, _, err := l.c.jobs.get(ctx, id)
+	if errors.Is(err, errNoRecord) {
+		l.c.jobs.live.forget(id)
+		return rec, false
+	}
+	if err != nil {
+		l.c.log.Warn("lost job check failed", "job", id, "err", err)
+		return rec, false
+	}
+	l.c.jobs.live.note(rec)
+	return rec, activeOf(rec) == was
 }
 
 // lost is what watchLost remembers from one check to the next.
@@ -61,44 +94,42 @@ type lost struct {
 // running requeues the running jobs their agents no longer run.
 func (l *lost) running(ctx context.Context) {
 	c := l.c
-	recs, err := c.jobs.list(ctx, func(r *subjects.Record) bool { return r.State == subjects.StateRunning }, maxList)
-	if err != nil {
-		c.log.Warn("lost job check failed", "err", err)
-		return
-	}
-	running := map[string]bool{}
-	for _, rec := range recs {
-		running[rec.ID] = true
-		hb, seen, known := c.fleet.last(rec.Agent)
+	running := c.jobs.live.in(subjects.StateRunning, nil)
+	for id, j := range running {
+		hb, seen, known := c.fleet.last(j.agent)
 		var reason string
 		switch {
-		case known && slices.Contains(hb.Running, rec.ID):
-			delete(l.missing, rec.ID)
-		case known && seen.After(l.counted[rec.ID]):
-			l.counted[rec.ID] = seen
-			if l.missing[rec.ID]++; l.missing[rec.ID] == 1 {
-				l.since[rec.ID] = seen
+		case known && slices.Contains(hb.Running, id):
+			delete(l.missing, id)
+		case known && seen.After(l.counted[id]):
+			l.counted[id] = seen
+			if l.missing[id]++; l.missing[id] == 1 {
+				l.since[id] = seen
 			}
-			if l.missing[rec.ID] >= lostBeats && seen.Sub(l.since[rec.ID]) > l.missFor {
-				reason = "its agent " + rec.Agent + " no longer runs it"
+			if l.missing[id] >= lostBeats && seen.Sub(l.since[id]) > l.missFor {
+				reason = "its agent " + j.agent + " no longer runs it"
 			}
 		}
 		if !seen.After(l.start) {
 			seen = l.start
 		}
 		if reason == "" && time.Since(seen) > l.silentFor {
-			reason = "its agent " + rec.Agent + " went silent"
+			reason = "its agent " + j.agent + " went silent"
 		}
 		if reason == "" {
 			continue
 		}
-		delete(l.missing, rec.ID)
+		delete(l.missing, id)
+		rec, same := l.current(ctx, id, j)
+		if !same {
+			continue
+		}
 		if err := c.requeue(ctx, rec, reason); err != nil {
-			c.log.Warn("could not requeue a lost job", "job", rec.ID, "err", err)
+			c.log.Warn("could not requeue a lost job", "job", id, "err", err)
 		}
 	}
 	for id := range l.counted {
-		if !running[id] {
+		if _, ok := running[id]; !ok {
 			delete(l.missing, id)
 			delete(l.since, id)
 			delete(l.counted, id)
@@ -110,40 +141,34 @@ func (l *lost) running(ctx context.Context) {
 // agent will ever be given their requests.
 func (l *lost) stuck(ctx context.Context) {
 	c := l.c
+	// Only the tags with queued jobs are asked about.
 	drained := map[string]bool{}
-	c.tags.Range(func(k, _ any) bool {
-		tag := k.(string)
+	for tag := range c.jobs.live.tags(subjects.StateQueued) {
 		cons, err := c.js.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer(tag))
 		if err != nil {
-			return true
+			continue
 		}
 		if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 {
 			drained[tag] = true
 		}
-		return true
-	})
-	if len(drained) == 0 {
-		clear(l.queued)
-		return
-	}
-	recs, err := c.jobs.list(ctx, func(r *subjects.Record) bool { return r.State == subjects.StateQueued && drained[r.Tag] }, maxList)
-	if err != nil {
-		c.log.Warn("stuck job check failed", "err", err)
-		return
 	}
 	seen := map[string]time.Time{}
-	for _, rec := range recs {
-		first, ok := l.queued[rec.ID]
+	for id, j := range c.jobs.live.in(subjects.StateQueued, func(j activeJob) bool { return drained[j.tag] }) {
+		first, ok := l.queued[id]
 		if !ok {
 			first = time.Now()
 		}
-		seen[rec.ID] = first
+		seen[id] = first
 		if time.Since(first) <= l.missFor {
 			continue
 		}
-		delete(seen, rec.ID)
+		delete(seen, id)
+		rec, same := l.current(ctx, id, j)
+		if !same {
+			continue
+		}
 		if err := c.requeue(ctx, rec, "its request was lost from the queue"); err != nil {
-			c.log.Warn("could not requeue a stuck job", "job", rec.ID, "err", err)
+			c.log.Warn("could not requeue a stuck job", "job", id, "err", err)
 		}
 	}
 	l.queued = seen

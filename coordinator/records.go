@@ -20,6 +20,8 @@ type records struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
 	m  *metrics // observes every change of state; may be nil
+	// live follows every record written or read back for a write; may be nil.
+	live *active
 }
 
 var errNoRecord = errors.New("no such job")
@@ -32,6 +34,7 @@ func (r records) create(ctx context.Context, rec subjects.Record) error {
 	if _, err := r.kv.Create(ctx, rec.ID, b); err != nil {
 		return fmt.Errorf("create record %s: %w", rec.ID, err)
 	}
+	r.live.note(rec)
 	return nil
 }
 
@@ -59,6 +62,9 @@ func (r records) update(ctx context.Context, id string, change func(*subjects.Re
 	}
 	if changed {
 		r.m.observe(before, rec)
+	}
+	if err == nil {
+		r.live.note(rec)
 	}
 	return rec, changed, err
 }
