@@ -146,26 +146,16 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
 }
 
-// ack acks a job whose terminal status is stored, and makes sure the
-// server got the ack: a ping answered on the same connection comes after
-// it. Through a reconnect it acks again, for up to the ack wait. (An ack
-// with a reply would also confirm it, but costs the server a reply, and a
-// response mapping between the accounts, for every job.)
+// ack acks a job whose terminal status is stored, confirmed by the server,
+// retrying through a reconnect for up to the ack wait.
 func (a *Agent) ack(ctx context.Context, m *nats.Msg, ackWait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, ackWait)
 	defer cancel()
 	for {
 		a.waitConnected(ctx)
-		conn := a.conn.Stats().Reconnects
-		err := a.conn.Publish(m.Reply, []byte(ackBody))
-		if err == nil {
-			fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
-			err = a.conn.FlushWithContext(fctx)
-			fcancel()
-		}
-		if err == nil && a.conn.Stats().Reconnects != conn {
-			err = errors.New("the connection was made again meanwhile")
-		}
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		err := m.AckSync(nats.Context(actx))
+		acancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -181,9 +171,6 @@ func (a *Agent) openSecrets(job subjects.Job) (map[string]string, error) {
 	}
 	return secrets.Open(job.Secrets, a.name, a.xkey)
 }
-
-// ackBody is JetStream's ack, as nats.go's Msg.Ack sends it.
-const ackBody = "+ACK"
 
 // jobAckWait is the consumer's ack wait, as the coordinator wrote it on the
 // job request.
