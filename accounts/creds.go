@@ -222,9 +222,7 @@ func (a *Authority) Revoke(c subjects.Credential) (string, error) {
 	// The server ignores an account JWT no newer, to the second, than the
 	// one it holds (NATS-NOTES point 3), and that one was made with the
 	// credential.
-	for time.Now().Unix() <= c.IssuedAt.Unix() {
-		time.Sleep(time.Until(c.IssuedAt.Truncate(time.Second).Add(time.Second)))
-	}
+	waitPastSecond(c.IssuedAt.Unix())
 	return a.signAccount(ac)
 }
 

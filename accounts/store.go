@@ -158,9 +158,7 @@ func (a *Authority) refreshWorkAccount() error {
 		return nil
 	}
 	ac.Exports = workExports()
-	for time.Now().Unix() <= ac.IssuedAt {
-		time.Sleep(time.Until(time.Unix(ac.IssuedAt+1, 0)))
-	}
+	waitPastSecond(ac.IssuedAt)
 	tok, err := ac.Encode(a.operator)
 	if err != nil {
 		return fmt.Errorf("sign OUTPOST account: %w", err)
@@ -170,6 +168,15 @@ func (a *Authority) refreshWorkAccount() error {
 	}
 	a.workJWT = tok
 	return nil
+}
+
+// waitPastSecond returns once the clock is past the second iat (Unix
+// seconds): the server ignores an account JWT no newer, to the second,
+// than the one it holds (NATS-NOTES point 3).
+func waitPastSecond(iat int64) {
+	for time.Now().Unix() <= iat {
+		time.Sleep(time.Until(time.Unix(iat+1, 0)))
+	}
 }
 
 // create makes every key and JWT in a fresh staging directory and moves it

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"time"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -98,15 +96,4 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
-}
-
-// waitFor is testenv.Eventually, which this package's own tests cannot
-// import (testenv imports the agent).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -185,5 +186,16 @@ func TestWorkDir(t *testing.T) {
 				t.Error("cleanup removed an absolute dir the job named")
 			}
 		})
+	}
+}
+
+// waitFor is testenv.Eventually, which this package's own tests cannot
+// import (testenv imports the agent).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

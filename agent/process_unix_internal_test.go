@@ -38,13 +38,11 @@ func TestRunKillsJobWhoseReportFails(t *testing.T) {
 		ran <- err
 	}()
 	var pid int
-	for deadline := time.Now().Add(20 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the job's process did not start while its report was on its way")
-		}
+	waitFor(t, "the job's process to start while its report is on its way", func() bool {
 		b, _ := os.ReadFile(pidFile)
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
+		return pid != 0
+	})
 	refused := errors.New("the store refused the report")
 	reported <- refused
 	select {

@@ -81,33 +81,24 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := c.publishAccounts(ctx); err != nil {
 		return nil, err
 	}
-	jobs, creds, err := ensureStreams(ctx, c.js, c.limits)
 	// A cluster that has just come up may not have placed the account's
-	// JetStream yet: wait for it (within ctx) rather than fail.
-	for setupRetry(err) && ctx.Err() == nil {
-		c.log.Info("waiting for JetStream", "err", err)
-		select {
-		case <-time.After(500 * time.Millisecond):
-		case <-ctx.Done():
+	// JetStream yet, and the buckets' streams, just made, answer once they
+	// have leaders: wait for both (within ctx) rather than fail.
+	var jobs, creds jetstream.KeyValue
+	err := whileStarting(ctx, setupRetry, func() (err error) {
+		if jobs, creds, err = ensureStreams(ctx, c.js, c.limits); setupRetry(err) {
+			c.log.Info("waiting for JetStream", "err", err)
 		}
-		jobs, creds, err = ensureStreams(ctx, c.js, c.limits)
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("set up streams: %w", err)
 	}
-	// The buckets' streams, just made on a cluster, answer once they have
-	// leaders.
 	for _, kv := range []jetstream.KeyValue{jobs, creds} {
-		for {
+		_ = whileStarting(ctx, jetStreamStarting, func() error {
 			_, err := kv.Get(ctx, "ready")
-			if !jetStreamStarting(err) || ctx.Err() != nil {
-				break
-			}
-			select {
-			case <-time.After(250 * time.Millisecond):
-			case <-ctx.Done():
-			}
-		}
+			return err
+		})
 	}
 	c.jobs, c.creds = records{kv: jobs, js: c.js, m: c.m, live: newActive()}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
@@ -132,6 +123,21 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 func jetStreamStarting(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, nats.ErrNoResponders) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+}
+
+// whileStarting calls try until it returns an error that starting does
+// not call temporary, or ctx ends, and returns try's last error.
+func whileStarting(ctx context.Context, starting func(error) bool, try func() error) error {
+	for {
+		err := try()
+		if !starting(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
 }
 
 // setupRetry reports whether setting up the streams may work on a second

@@ -19,23 +19,7 @@ import (
 func TestClusterSurvivesANodeLoss(t *testing.T) {
 	requireNATSTools(t)
 	t.Parallel()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
-		t.Fatalf("coordinator init:\n%s", r)
-	}
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "cluster.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Next to auth.conf, as deploy/nats/README.md says.
-	if err := os.WriteFile(filepath.Join(data, "cluster.conf"), conf, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, data := initWithDeployConfs(t, "cluster.conf")
 	const nodes = 3
 	var client, route [nodes]int
 	var routes []string

@@ -21,24 +21,7 @@ import (
 func TestLeafNodeSite(t *testing.T) {
 	requireNATSTools(t)
 	t.Parallel()
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
-		t.Fatalf("coordinator init:\n%s", r)
-	}
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"single.conf", "leaf.conf"} {
-		b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(data, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, data := initWithDeployConfs(t, "single.conf", "leaf.conf")
 	hubPort, leafPort := freePort(t), freePort(t)
 	hub := startProc(t, dir, baseEnv(
 		"OUTPOST_LISTEN=127.0.0.1:"+strconv.Itoa(hubPort),
@@ -93,6 +76,33 @@ func TestLeafNodeSite(t *testing.T) {
 	if r := c.admin.mustOutpost(t, "logs", id); r.stdout != want {
 		t.Errorf("replay after the cut:\n%s\nwant every line once, in order", r.stdout)
 	}
+}
+
+// initWithDeployConfs runs 'coordinator init' in a fresh directory and
+// copies the named deploy/nats configurations next to the auth.conf it
+// wrote, as deploy/nats says to. It returns the directory and the data
+// directory in it.
+func initWithDeployConfs(t *testing.T, confs ...string) (dir, data string) {
+	t.Helper()
+	dir = t.TempDir()
+	data = filepath.Join(dir, "data")
+	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
+		t.Fatalf("coordinator init:\n%s", r)
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range confs {
+		b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(data, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, data
 }
 
 // waitServerReady waits for a nats-server process to accept clients.
