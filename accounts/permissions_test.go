@@ -298,6 +298,32 @@ func served(m *nats.Msg) error {
 	return fmt.Errorf("the pull got %s", describe(m))
 }
 
+// lastStatus is the direct get of the last message on a subject of the
+// events stream.
+const lastStatus = "$JS.API.DIRECT.GET." + subjects.EventsStream + "."
+
+// lastOf checks that a direct get answered with the last message on
+// subject, or that there is none.
+func lastOf(subject string) func(*nats.Msg) error {
+	return func(m *nats.Msg) error {
+		switch {
+		case m.Header.Get("Status") == "404":
+			return nil
+		case m.Header.Get("Status") == "" && m.Header.Get("Nats-Subject") == subject:
+			return nil
+		}
+		return fmt.Errorf("the direct get got %s (subject %q), not the last message on %s", describe(m), m.Header.Get("Nats-Subject"), subject)
+	}
+}
+
+// badRequest checks that the server turned a request down as malformed.
+func badRequest(m *nats.Msg) error {
+	if m.Header.Get("Status") != "408" {
+		return fmt.Errorf("got %s, want the server's 408 Bad Request", describe(m))
+	}
+	return nil
+}
+
 // storedUnder checks that a pull got a stored message under prefix.
 func storedUnder(prefix string) func(*nats.Msg) error {
 	return func(m *nats.Msg) error {
@@ -391,6 +417,19 @@ func permissionCases(bob accounts.Identity) []permCase {
 		{who: "agent-a", op: req, subject: ev("a", "alice", subjects.KindLog), body: "x\n", want: allowed, ok: jsOK},
 		deny("agent-a", req, ev("b", "alice", subjects.KindStatus)),
 		deny("agent-a", req, ev("b", "alice", subjects.KindLog)),
+		// They read the last status of a job of their own tag (one handed
+		// over again may have ended meanwhile), and nothing else: the
+		// server takes the subject from the request's, and refuses a body
+		// that names another.
+		{who: "agent-a", op: req, subject: lastStatus + ev("a", "alice", subjects.KindStatus), body: "", want: allowed, ok: lastOf(ev("a", "alice", subjects.KindStatus))},
+		{who: "agent-a", op: req, subject: lastStatus + ev("a", "alice", subjects.KindStatus), body: `{"last_by_subj":"` + ev("b", "alice", subjects.KindLog) + `"}`, want: allowed, ok: badRequest},
+		{who: "agent-a", op: req, subject: lastStatus + ev("a", "alice", subjects.KindStatus), body: `{"seq":1}`, want: allowed, ok: badRequest},
+		deny("agent-a", req, lastStatus+ev("b", "alice", subjects.KindStatus)),
+		deny("agent-a", req, lastStatus+ev("a", "alice", subjects.KindLog)),
+		deny("agent-a", req, strings.TrimSuffix(lastStatus, ".")),
+		deny("agent-a", req, "$JS.API.DIRECT.GET.OUTPOST_JOBS."+subjects.JobSubject("a", ghost)),
+		deny("alice", req, lastStatus+ev("a", "alice", subjects.KindStatus)),
+		deny("obs", req, lastStatus+ev("a", "alice", subjects.KindStatus)),
 		deny("agent-a", req, "outpost.ev.a.alice."+ghost+".other"),
 		deny("agent-a", req, "outpost.ev.a.alice"),
 		deny("agent-a", req, subjects.JobSubject("a", ghost)),
@@ -789,6 +828,9 @@ func TestAccountImportsBoundItsUsers(t *testing.T) {
 		{op: req, subject: "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_JOBS.agents-b", body: pullNow},
 		{op: req, subject: "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_EVENTS.coordinator", body: pullNow},
 		{op: req, subject: ev("b"), body: "x\n"},
+		{op: req, subject: lastStatus + subjects.EventSubject("a", "alice", ghost, subjects.KindStatus), want: allowed, ok: lastOf(subjects.EventSubject("a", "alice", ghost, subjects.KindStatus))},
+		{op: req, subject: lastStatus + subjects.EventSubject("b", "alice", ghost, subjects.KindStatus)},
+		{op: req, subject: lastStatus + ev("a")},
 		{op: pub, subject: subjects.HeartbeatSubject("b", "agent-b")},
 		{op: req, subject: subjects.APISubject("greedy", subjects.VerbList), body: "{}"},
 		{op: req, subject: subjects.APISubject("admin", subjects.VerbIssue), body: `{"name":"mallory","role":"admin"}`},

@@ -47,14 +47,19 @@ const (
 	msgNext      = "$JS.API.CONSUMER.MSG.NEXT."
 	consumerInfo = "$JS.API.CONSUMER.INFO."
 	jsAck        = "$JS.ACK."
+	// A direct get of the last message on a subject of the events stream:
+	// the server takes the subject from the request's and refuses a body
+	// that asks for any other.
+	lastStatus = "$JS.API.DIRECT.GET." + subjects.EventsStream + "."
 )
 
 // workExports are what the OUTPOST account, which holds JetStream and the
 // coordinator, offers the credentials' accounts. Each credential's account
 // imports the slice of these its role needs (see reach).
 //
-// Only the consumer pull and ack subjects of JetStream are exported: they
-// are served by the consumers themselves, in OUTPOST. Any other JetStream
+// Only the consumer pull and ack subjects of JetStream, and direct gets of
+// job statuses, are exported: they are served by the consumers and the
+// stream themselves, in OUTPOST. Any other JetStream
 // API request made through an import acts on the requester's own account,
 // which has no JetStream, so readers ask the coordinator for their
 // consumers instead.
@@ -68,6 +73,9 @@ func workExports() jwt.Exports {
 		// must outlive the default two minutes (agent package, pullWait).
 		{Name: "pull", Subject: msgNext + ">", Type: jwt.Service, ResponseType: jwt.ResponseTypeStream, ResponseThreshold: pullReplyWindow},
 		{Name: "ack", Subject: jsAck + ">", Type: jwt.Service},
+		// An agent handed a job again reads its last status first, to leave
+		// alone a job that has ended meanwhile.
+		{Name: "last-status", Subject: jwt.Subject(lastStatus + subjects.AllStatus), Type: jwt.Service},
 		// Agents publish events into the stream; the reply is the stream's ack.
 		{Name: "events", Subject: subjects.EventsPrefix + ".>", Type: jwt.Service},
 		{Name: "heartbeats", Subject: subjects.HeartbeatPfx + ".>", Type: jwt.Service},
@@ -103,6 +111,7 @@ func reachOf(role Role, name string, tags []string) reach {
 			r.send = append(r.send,
 				msgNext+consumer,
 				jsAck+consumer+".>",
+				lastStatus+subjects.EventSubject(t, "*", "*", subjects.KindStatus),
 				subjects.EventSubject(t, "*", "*", subjects.KindStatus),
 				subjects.EventSubject(t, "*", "*", subjects.KindLog),
 				subjects.HeartbeatSubject(t, name),

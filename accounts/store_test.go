@@ -182,10 +182,12 @@ func TestWorkAccountHoldsJetStreamAndExports(t *testing.T) {
 	if len(ac.SigningKeys) != 0 || len(ac.Imports) != 0 {
 		t.Errorf("OUTPOST has signing keys %v and imports %v; it should have neither", ac.SigningKeys, ac.Imports)
 	}
-	// Nothing of the JetStream API but a consumer's pull and ack is offered:
-	// the rest would act on the importer's own account anyway.
+	// Nothing of the JetStream API but a consumer's pull and ack, and the
+	// direct get of job statuses, is offered: the rest would act on the
+	// importer's own account anyway.
 	for _, e := range ac.Exports {
-		if s := string(e.Subject); strings.HasPrefix(s, "$JS.") && s != "$JS.API.CONSUMER.MSG.NEXT.>" && s != "$JS.ACK.>" {
+		if s := string(e.Subject); strings.HasPrefix(s, "$JS.") && s != "$JS.API.CONSUMER.MSG.NEXT.>" && s != "$JS.ACK.>" &&
+			s != "$JS.API.DIRECT.GET.OUTPOST_EVENTS.outpost.ev.*.*.*.status" {
 			t.Errorf("OUTPOST exports %s", s)
 		}
 	}
@@ -222,9 +224,10 @@ func TestIssue(t *testing.T) {
 		t.Errorf("account named %q", ac.Name)
 	}
 	job := "$JS.API.CONSUMER.MSG.NEXT.OUTPOST_JOBS."
+	last := "$JS.API.DIRECT.GET.OUTPOST_EVENTS."
 	wantSend := []string{
-		job + "agents-cpu", "$JS.ACK.OUTPOST_JOBS.agents-cpu.>", "outpost.ev.cpu.*.*.status", "outpost.ev.cpu.*.*.log", "outpost.hb.cpu.gpu-box",
-		job + "agents-gpu", "$JS.ACK.OUTPOST_JOBS.agents-gpu.>", "outpost.ev.gpu.*.*.status", "outpost.ev.gpu.*.*.log", "outpost.hb.gpu.gpu-box",
+		job + "agents-cpu", "$JS.ACK.OUTPOST_JOBS.agents-cpu.>", last + "outpost.ev.cpu.*.*.status", "outpost.ev.cpu.*.*.status", "outpost.ev.cpu.*.*.log", "outpost.hb.cpu.gpu-box",
+		job + "agents-gpu", "$JS.ACK.OUTPOST_JOBS.agents-gpu.>", last + "outpost.ev.gpu.*.*.status", "outpost.ev.gpu.*.*.status", "outpost.ev.gpu.*.*.log", "outpost.hb.gpu.gpu-box",
 	}
 	wantHear := []string{"outpost.ctl.cpu.*", "outpost.ctl.gpu.*"}
 	checkReach(t, a, ac, uc, "gpu-box", wantSend, wantHear)

@@ -236,6 +236,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
+	defer a.conn.RemoveStatusListener(reconnected)
+	go func() {
+		for range reconnected {
+			a.stats.reconnectedAt.Store(time.Now().UnixNano())
+		}
+	}()
 	beating := make(chan struct{})
 	go func() { defer close(beating); a.heartbeat(jobCtx) }()
 	if a.cgroups != nil {

@@ -209,3 +209,85 @@ func newLostCheckSite(t *testing.T) *site {
 	limits.AckWait = time.Second
 	return newSiteWith(t, coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
 }
+
+// TestEndedJobDeliveredAgainIsNotRun: a server killed before it saved a
+// finished job's ack (or the coordinator's removal of its request) has the
+// request back when it restarts, and delivers it again. Here a client with
+// an agent's creds runs the job as attempt 1 (it reports it running and
+// succeeded, and the coordinator takes the request off the queue); then
+// the request is put back, as the restarted server would have it.
+//   - Handed back once more, it comes to the agent as a redelivery.
+//   - Put back again after the agent's connection came back from a server
+//     restart, it comes as a first delivery.
+//
+// Either way the agent reads the job's last status, acks the request, and
+// runs nothing: the record stays as attempt 1 left it.
+func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
+	s := newSite(t, coordinator.Limits{})
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
+
+	other := s.env.Dial(s.agentCreds)
+	var request *nats.Msg
+	pull := func(fn func(*nats.Msg) error) {
+		t.Helper()
+		got, err := other.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, fn)
+		if got != 1 || err != nil {
+			t.Fatalf("pulled %d jobs: %v", got, err)
+		}
+	}
+	pull(func(m *nats.Msg) error { request = m; return nil })
+	for _, state := range []subjects.State{subjects.StateRunning, subjects.StateSucceeded} {
+		ev := subjects.StatusEvent{Job: r.ID, State: state, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()}
+		if state.Terminal() {
+			ev.ExitCode = new(int)
+		}
+		b, _ := json.Marshal(ev)
+		m := nats.NewMsg(subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus))
+		m.Data = b
+		m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(r.ID, 1, string(state)))
+		if _, err := other.JS.PublishMsg(testenv.Context(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.waitState(t, r.ID, subjects.StateSucceeded)
+	testenv.Eventually(t, "the coordinator to take the finished job off the queue", func() bool { return !s.queued(t, r.ID) })
+	putBack := func() {
+		t.Helper()
+		m := nats.NewMsg(request.Subject)
+		m.Data = request.Data
+		m.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
+		if _, err := s.env.CoordConn.JS.PublishMsg(testenv.Context(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skipped := func(mark int) {
+		t.Helper()
+		s.env.Logs.Wait(t, mark, "the agent to ack the ended job without running it", func(e testenv.Entry) bool {
+			return e.Msg == "job handed over again after it ended; acked, not run" && e.Attrs["job"] == r.ID
+		})
+		testenv.Eventually(t, "the request to be acked", func() bool { return !s.queued(t, r.ID) })
+	}
+
+	putBack()
+	pull(func(m *nats.Msg) error { return m.Nak() })
+	mark := s.env.Logs.Len()
+	s.startAgent(t)
+	skipped(mark)
+
+	s.env.RestartServer()
+	mark = s.env.Logs.Len()
+	putBack()
+	skipped(mark)
+
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("the ended job ran again")
+	}
+	rec, err := s.alice.Get(testenv.Context(t), r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != subjects.StateSucceeded || rec.Attempt != 1 {
+		t.Errorf("record: %s at attempt %d; want succeeded at attempt 1", rec.State, rec.Attempt)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -50,6 +51,15 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 			}
 		}
 	}()
+
+	if a.mayHaveEnded(meta, job, ackWait) {
+		if why := a.ended(ctx, job, attempt); why != "" {
+			log.Info("job handed over again after it ended; acked, not run", "why", why)
+			a.stats.ended.Add(1)
+			a.ackLater(ctx, m, ackWait, log)
+			return
+		}
+	}
 
 	end := subjects.StatusEvent{Job: job.ID, Attempt: attempt, Agent: a.name}
 	secretValues, secretErr := a.openSecrets(job)
@@ -129,21 +139,62 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
-	// The ack goes at once, and its confirmation is waited for off the
-	// job's slot, which would otherwise be held for a round trip. It is
-	// retried through a reconnect: an ack lost with the connection would
-	// have the finished job delivered again should the coordinator not
-	// take it off the queue first (it may be down, too).
+	a.ackLater(ctx, m, ackWait, log)
+	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// ackLater acks an ended job's request at once, and waits for the
+// confirmation off the job's slot, which would otherwise be held for a
+// round trip. It is retried through a reconnect: an ack lost with the
+// connection would have the finished job delivered again should the
+// coordinator not take it off the queue first (it may be down, too).
+func (a *Agent) ackLater(ctx context.Context, m *nats.Msg, ackWait time.Duration, log *slog.Logger) {
 	a.jobs.Add(1)
 	go func() {
 		defer a.jobs.Done()
 		actx, cancel := a.finalContext(ctx)
 		defer cancel()
 		if err := a.ack(actx, m, ackWait); err != nil {
-			log.Warn("ack failed; the job may be redelivered, and is then stopped at once", "err", err)
+			log.Warn("ack failed; the job may be delivered again, and is then left alone", "err", err)
 		}
 	}()
-	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// endedCheckTimeout bounds the look at a job's last status; past it the
+// job runs, as it would without the look.
+const endedCheckTimeout = 2 * time.Second
+
+// mayHaveEnded says whether a delivered job may have ended already: it was
+// delivered before, it is a later attempt, or it came soon after a
+// reconnect. A server that was killed restarts with its consumers' state as
+// last saved, which may miss acks of jobs that ended since, and deliver
+// those again, even as first deliveries. First deliveries at other times
+// skip the look, which costs a round trip.
+func (a *Agent) mayHaveEnded(meta *nats.MsgMetadata, job subjects.Job, ackWait time.Duration) bool {
+	back := time.Unix(0, a.stats.reconnectedAt.Load())
+	return meta.NumDelivered > 1 || job.Attempt > 1 || time.Since(back) < 2*ackWait
+}
+
+// ended reads the job's last status and says why the job must not run
+// here (it ended, or a later attempt has it), or "" if it may. If the
+// status cannot be read (an agent credential issued before agents could),
+// the job runs, and the coordinator stops the run if the job had ended.
+func (a *Agent) ended(ctx context.Context, job subjects.Job, attempt int) string {
+	ctx, cancel := context.WithTimeout(ctx, endedCheckTimeout)
+	defer cancel()
+	ev, err := a.conn.LastStatus(ctx, job.Tag, job.Owner, job.ID)
+	switch {
+	case err != nil:
+		a.log.Warn("could not read the last status of a job delivered again; running it", "job", job.ID, "err", err)
+		return ""
+	case ev == nil:
+		return ""
+	case ev.State.Terminal():
+		return fmt.Sprintf("it ended %s in attempt %d", ev.State, ev.Attempt)
+	case ev.Attempt > attempt:
+		return fmt.Sprintf("attempt %d has it, this is attempt %d", ev.Attempt, attempt)
+	}
+	return ""
 }
 
 // ack acks a job whose terminal status is stored, confirmed by the server,

@@ -14,10 +14,15 @@ type stats struct {
 	lines, bytes, retries atomic.Uint64
 	// lost counts lines dropped because the output buffer was full.
 	lost atomic.Uint64
+	// ended counts jobs handed over again after they had ended, and so
+	// acked without running.
+	ended atomic.Uint64
+	// reconnectedAt is when the connection last came back (Unix ns).
+	reconnectedAt atomic.Int64
 }
 
 // Register adds the agent's metrics to reg: slots used and free, log lines
-// and bytes published, publish retries and reconnects.
+// and bytes published, publish retries, ended jobs skipped and reconnects.
 func (a *Agent) Register(reg prometheus.Registerer) error {
 	used := func() float64 { return float64(len(a.slots)) }
 	for _, c := range []prometheus.Collector{
@@ -27,6 +32,7 @@ func (a *Agent) Register(reg prometheus.Registerer) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_bytes_total", Help: "Log bytes published."}, func() float64 { return float64(a.stats.bytes.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_lines_lost_total", Help: "Log lines dropped because NATS was out of reach and the output buffer was full."}, func() float64 { return float64(a.stats.lost.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_publish_retries_total", Help: "Status and log publishes retried after a failure."}, func() float64 { return float64(a.stats.retries.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_ended_jobs_skipped_total", Help: "Jobs delivered again after they had ended (a server that restarted lost their acks), acked without running."}, func() float64 { return float64(a.stats.ended.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_reconnects_total", Help: "Reconnections to NATS."}, func() float64 { return float64(a.conn.Stats().Reconnects) }),
 	} {
 		if err := reg.Register(c); err != nil {

@@ -65,6 +65,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  dedupWindow,
 		Replicas:    l.Replicas,
+		// Agents read a job's last status before running it again.
+		AllowDirect: true,
 		// Live followers in other accounts hear what was stored, once.
 		RePublish: &jetstream.RePublish{Source: subjects.EventsPrefix + ".>", Destination: subjects.LivePrefix + ".>"},
 	}, {

@@ -169,6 +169,21 @@ func attackCases() []attackCase {
 	add("agent-b", "reads another tag's consumer", func(t *testing.T, w *world) {
 		w.reqDenied(t, "agent-b", "$JS.API.CONSUMER.INFO.OUTPOST_JOBS.agents-local", "")
 	})
+	add("agent-b", "reads the last status of another tag's job", func(t *testing.T, w *world) {
+		w.reqDenied(t, "agent-b", "$JS.API.DIRECT.GET.OUTPOST_EVENTS.outpost.ev.local.bob."+w.bobDone+".status", "")
+	})
+	add("agent-b", "reads another tag's job status through its own tag's direct get", func(t *testing.T, w *world) {
+		// The server takes the subject from the request's; a body naming
+		// another is turned down.
+		m, err := w.conn(t, "agent-b").Request("$JS.API.DIRECT.GET.OUTPOST_EVENTS.outpost.ev.b.bob."+w.bobDone+".status",
+			[]byte(`{"last_by_subj":"outpost.ev.local.bob.`+w.bobDone+`.log"}`), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("Status") != "408" || len(m.Data) != 0 {
+			t.Errorf("got status %q and %q; want 408 Bad Request and nothing", m.Header.Get("Status"), m.Data)
+		}
+	})
 	add("agent-b", "acks another tag's job", func(t *testing.T, w *world) {
 		w.pubDenied(t, "agent-b", nats.NewMsg("$JS.ACK.OUTPOST_JOBS.agents-local.1.1.1.1.0.0"))
 	})

@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/outpost-run/outpost/client"
 	"github.com/outpost-run/outpost/internal/testenv"
+	"github.com/outpost-run/outpost/subjects"
 )
 
 // TestLeafNodeSite runs a site behind NAT as deploy/nats describes: the
@@ -75,6 +77,18 @@ func TestLeafNodeSite(t *testing.T) {
 	want += "after\n"
 	if r := c.admin.mustOutpost(t, "logs", id); r.stdout != want {
 		t.Errorf("replay after the cut:\n%s\nwant every line once, in order", r.stdout)
+	}
+
+	// An agent behind the leaf reads a job's last status, as it does
+	// before it runs a job handed to it again.
+	conn, err := client.Dial(testenv.Context(t), client.DialOptions{URL: "nats://127.0.0.1:" + strconv.Itoa(sitePort), Creds: site, JSDomain: "outpost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ev, err := conn.LastStatus(testenv.Context(t), "x", "admin", id)
+	if err != nil || ev == nil || ev.State != subjects.StateSucceeded || ev.Attempt != 1 {
+		t.Errorf("last status through the leaf: %+v, %v; want succeeded at attempt 1", ev, err)
 	}
 }
 

@@ -179,7 +179,7 @@ Unless --local-agent=false, an agent for tag 'local' runs in the same process.`,
 	f.IntVar(&o.concurrency, "agent-concurrency", 4, "jobs the local agent runs at once")
 	f.DurationVar(&o.ackWait, "ack-wait", coordinator.DefaultLimits.AckWait, "how long a silent agent keeps its job before another agent gets it")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream and bucket: 3 on a three-node cluster (deploy/nats/cluster.conf)")
-	f.StringVar(&o.httpAddr, "http", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz (empty: none)")
+	f.StringVar(&o.httpAddr, "http", "127.0.0.1:9190", "address of /metrics, /healthz and /readyz (empty: none)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
