@@ -39,16 +39,22 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 
 	keep, cancelKeep := context.WithCancel(ctx)
 	defer cancelKeep()
+	// InProgress keeps the job ours, and goes at once on reconnecting: a
+	// server that restarted may have lost the last ones, and hands the job
+	// on when the ack wait it remembers runs out.
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
 	go func() {
+		defer a.conn.RemoveStatusListener(reconnected)
 		t := time.NewTicker(ackWait / 3)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				_ = m.InProgress()
+			case <-reconnected:
 			case <-keep.Done():
 				return
 			}
+			_ = m.InProgress()
 		}
 	}()
 
