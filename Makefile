@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test ./subjects/ -run '^$$' -fuzz FuzzParseSubjects -fuzztime $(FUZZTIME)
 	$(GO) test ./subjects/ -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./accounts/ -run '^$$' -fuzz FuzzParseCreds -fuzztime $(FUZZTIME)
+	$(GO) test ./secrets/ -run '^$$' -fuzz FuzzMaskerChunks -fuzztime $(FUZZTIME)
 
 vet:
 	$(GO) vet $(PKGS)

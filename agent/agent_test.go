@@ -107,13 +107,18 @@ func (s *site) output(t *testing.T, id string) (stdout, stderr string, states []
 	t.Helper()
 	var out, errs strings.Builder
 	err := s.alice.ReadEvents(testenv.Context(t), id, client.ReadOptions{}, func(e client.Event) error {
-		switch {
-		case e.Status != nil:
+		if e.Status != nil {
 			states = append(states, e.Status.State)
-		case e.Log.Stream == subjects.StreamStderr:
-			errs.Write(e.Log.Data)
-		default:
-			out.Write(e.Log.Data)
+			return nil
+		}
+		data := e.Log.Data
+		if e.Log.Partial {
+			data = data[:len(data)-1] // the line goes on in the next message
+		}
+		if e.Log.Stream == subjects.StreamStderr {
+			errs.Write(data)
+		} else {
+			out.Write(data)
 		}
 		return nil
 	})

@@ -195,8 +195,16 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		read = make(chan line, 1024)
 		go func() {
 			defer close(lines)
+			held := map[string][]byte{} // by stream: the tail of a line cut in chunks
 			for l := range read {
-				l.text = mask.Line(l.text)
+				if l.partial {
+					if l.text, held[l.stream] = mask.Chunk(held[l.stream], l.text); len(l.text) == 0 {
+						continue
+					}
+				} else {
+					l.text = mask.Line(append(held[l.stream], l.text...))
+					delete(held, l.stream)
+				}
 				lines <- l
 			}
 		}()

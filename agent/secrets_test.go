@@ -52,7 +52,8 @@ func TestSecrets(t *testing.T) {
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Secrets: sealed, MaxAttempts: 20, Command: sh(`
 		echo "token=$TOKEN ` + canary + `"
 		echo "$TOKEN$TOKEN" >&2
-		printf %s "$TOKEN" | sha256sum | cut -d" " -f1`)})
+		printf %s "$TOKEN" | sha256sum | cut -d" " -f1
+		head -c ` + fmt.Sprint(subjects.MaxLine-5) + ` /dev/zero | tr '\0' x; echo "$TOKEN"`)})
 	s.env.Logs.Wait(t, mark, "agent-b to hand the job back", func(e testenv.Entry) bool {
 		return e.Msg == "cannot open the job's secrets; it goes back to the queue" && e.Attrs["agent"] == "agent-b"
 	})
@@ -64,8 +65,11 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("ran on %s, want agent-a, the one the secrets were sealed to", rec.Agent)
 	}
 	stdout, stderr, _ := s.output(t, r.ID)
-	if want := "token=*** " + canary + "\n" + fmt.Sprintf("%x", sha256.Sum256([]byte(secret))) + "\n"; stdout != want {
-		t.Errorf("stdout %q, want %q", stdout, want)
+	// The last line is longer than a chunk, and the chunk's end cuts the
+	// secret in two.
+	if want := "token=*** " + canary + "\n" + fmt.Sprintf("%x", sha256.Sum256([]byte(secret))) + "\n" +
+		strings.Repeat("x", subjects.MaxLine-5) + "***\n"; stdout != want {
+		t.Errorf("stdout ends %q (%d bytes), want it to end %q (%d bytes)", stdout[max(0, len(stdout)-80):], len(stdout), want[max(0, len(want)-80):], len(want))
 	}
 	if stderr != "******\n" {
 		t.Errorf("stderr %q, want the secret masked twice", stderr)

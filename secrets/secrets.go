@@ -100,7 +100,10 @@ func Open(s *subjects.SealedSecrets, name string, kp nkeys.KeyPair) (map[string]
 const Mask = "***"
 
 // Masker replaces secret values in lines of output.
-type Masker struct{ r *strings.Replacer }
+type Masker struct {
+	r     *strings.Replacer
+	parts []string // what it masks, longest first
+}
 
 // NewMasker masks each value, and each line of a value that spans lines,
 // since output is masked a line at a time. Longer values go first, so a
@@ -127,7 +130,46 @@ func NewMasker(values map[string]string) *Masker {
 	for _, p := range parts {
 		pairs = append(pairs, p, Mask)
 	}
-	return &Masker{r: strings.NewReplacer(pairs...)}
+	return &Masker{r: strings.NewReplacer(pairs...), parts: parts}
+}
+
+// Chunk masks a line that arrives in chunks, one chunk at a time, so that
+// a value cut in two by a chunk's end is masked whole. Given what the
+// previous chunk held back and the next chunk of the line, it returns the
+// masked text that may go now, and the raw tail to hold back for the next
+// call: as much as could begin a value, or the start of a value the tail
+// cuts through. The line's last chunk goes to Line, after what was held
+// back. A nil Masker holds nothing back.
+func (m *Masker) Chunk(held, chunk []byte) (out, hold []byte) {
+	raw := append(held, chunk...)
+	if m == nil {
+		return raw, nil
+	}
+	cut := max(0, len(raw)-(len(m.parts[0])-1))
+	// Scan as Replace does (leftmost, then longest), so the cut moves
+	// back to the start of a match it would split, never into one.
+	for i := 0; i < cut; {
+		n := m.matchAt(raw[i:])
+		switch {
+		case n == 0:
+			i++
+			continue
+		case i+n > cut:
+			cut = i
+		}
+		i += n
+	}
+	return m.Line(raw[:cut]), append([]byte(nil), raw[cut:]...)
+}
+
+// matchAt is the length of the value that text begins with, or 0.
+func (m *Masker) matchAt(text []byte) int {
+	for _, p := range m.parts {
+		if len(text) >= len(p) && string(text[:len(p)]) == p {
+			return len(p)
+		}
+	}
+	return 0
 }
 
 // Line returns line with every secret value masked. A nil Masker masks

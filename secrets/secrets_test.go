@@ -86,3 +86,59 @@ func TestMasker(t *testing.T) {
 		t.Error("a masker of nothing")
 	}
 }
+
+// TestMaskerChunks: a line that arrives in chunks comes out as the whole
+// line would, wherever the chunks cut a value, for every way of cutting it
+// in two or three.
+func TestMaskerChunks(t *testing.T) {
+	m := secrets.NewMasker(map[string]string{"A": "hunter2", "B": "hunter2-long", "C": "xyz"})
+	line := "a hunter2 b hunter2-long chunter2xyzhunter2-lonhunter2-long xy"
+	want := string(m.Line([]byte(line)))
+	through := func(cuts ...int) string {
+		var out, held []byte
+		prev := 0
+		for _, c := range cuts {
+			var o []byte
+			o, held = m.Chunk(held, []byte(line[prev:c]))
+			out = append(out, o...)
+			prev = c
+		}
+		return string(append(out, m.Line(append(held, line[prev:]...))...))
+	}
+	for i := 0; i <= len(line); i++ {
+		if got := through(i); got != want {
+			t.Fatalf("cut at %d: %q, want %q", i, got, want)
+		}
+		for j := i; j <= len(line); j++ {
+			if got := through(i, j); got != want {
+				t.Fatalf("cut at %d and %d: %q, want %q", i, j, got, want)
+			}
+		}
+	}
+	var none *secrets.Masker
+	if out, held := none.Chunk([]byte("ab"), []byte("cd")); string(out) != "abcd" || held != nil {
+		t.Errorf("a nil Masker: %q, holding %q", out, held)
+	}
+}
+
+// FuzzMaskerChunks: however a line is cut in chunks, and whatever values
+// it holds, masking it chunk by chunk gives what masking it whole gives.
+func FuzzMaskerChunks(f *testing.F) {
+	f.Add("a hunter2 b", "hunter2", "unt", 4, 9)
+	f.Add("aaaa", "aa", "a", 1, 3)
+	f.Add("xyzxyz", "zx", "yzxy", 2, 2)
+	f.Fuzz(func(t *testing.T, line, v1, v2 string, c1, c2 int) {
+		m := secrets.NewMasker(map[string]string{"A": v1, "B": v2})
+		if m == nil || len(line) == 0 {
+			return
+		}
+		c1 = (c1%len(line) + len(line)) % len(line)
+		c2 = c1 + (c2%(len(line)-c1)+(len(line)-c1))%(len(line)-c1)
+		out, held := m.Chunk(nil, []byte(line[:c1]))
+		o2, held := m.Chunk(held, []byte(line[c1:c2]))
+		got := string(append(append(out, o2...), m.Line(append(held, line[c2:]...))...))
+		if want := string(m.Line([]byte(line))); got != want {
+			t.Errorf("cut at %d and %d: %q, want %q", c1, c2, got, want)
+		}
+	})
+}
