@@ -211,6 +211,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.watch = w
 		defer w.stop()
+		if a.cgroups != nil {
+			w.cgroups(a.cgroups.jobsDir())
+		}
 	}
 	var subs []*nats.Subscription
 	defer func() {

@@ -16,6 +16,9 @@ type cgroupHost interface {
 	create(id string, limits *subjects.Limits) (jobCgroup, error)
 	// close removes the agent's own cgroup once it is empty.
 	close()
+	// jobsDir is the directory, in one hierarchy, whose subdirectories
+	// are the jobs' cgroups.
+	jobsDir() string
 }
 
 // jobCgroup is one job's cgroup: every process the job starts is in it,

@@ -116,6 +116,19 @@ func (g *v1) version() string { return "v1" }
 
 func (g *v1) close() { _ = g.own.Delete() }
 
+// jobsDir is the agent's cgroup in the pids hierarchy, which every job's
+// cgroup is in.
+func (g *v1) jobsDir() string {
+	subs, _ := g.hierarchy()
+	for _, s := range subs {
+		if s.Name() == cgroup1.Pids {
+			p, _ := g.path("")(cgroup1.Pids)
+			return s.(interface{ Path(string) string }).Path(p)
+		}
+	}
+	return ""
+}
+
 func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 	res := &specs.LinuxResources{}
 	var pids int64
@@ -310,6 +323,8 @@ func newV2(mount, agent, parent string, need []string) (*v2, error) {
 func (g *v2) version() string { return "v2" }
 
 func (g *v2) close() { _ = g.own.Delete() }
+
+func (g *v2) jobsDir() string { return filepath.Join(g.mount, g.path) }
 
 func (g *v2) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 	res := &cgroup2.Resources{}

@@ -83,7 +83,19 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	if err != nil {
 		return failed(-1, "work directory: %v", err), <-reported
 	}
-	defer cleanup()
+	// What is left of the job, its cgroup (and whatever still runs in it)
+	// and its work directory, goes once its result is known, off the path
+	// to its terminal status; the agent waits for it before it exits.
+	tidy := []func(){cleanup}
+	defer func() {
+		a.jobs.Add(1)
+		go func() {
+			defer a.jobs.Done()
+			for i := len(tidy) - 1; i >= 0; i-- {
+				tidy[i]()
+			}
+		}()
+	}()
 	cmd := exec.Command(job.Command[0], job.Command[1:]...)
 	cmd.Dir = dir
 	home := os.Getenv("HOME")
@@ -114,11 +126,13 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		}
 	}
 	if cg != nil {
-		defer func() {
+		a.watch.addJob(job.ID)
+		tidy = append(tidy, func() {
 			if err := cg.remove(); err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
 			}
-		}()
+			a.watch.removeJob(job.ID)
+		})
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -131,13 +145,22 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		return failed(-1, "pipe: %v", err), <-reported
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	open, err := a.watch.gate(cmd)
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		return failed(-1, "pipe: %v", err), <-reported
+	// A job born inside its cgroup is in the watchdog's sight from its
+	// first instruction. Without one, it waits at a gate until the
+	// watchdog knows its process group, which costs an exec of the shell.
+	open := func(run bool) {
+		if run {
+			a.watch.add(cmd.Process.Pid)
+		}
+	}
+	if cg == nil {
+		if open, err = a.watch.gate(cmd); err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			return failed(-1, "pipe: %v", err), <-reported
+		}
 	}
 	if cg != nil {
 		err = cg.start(cmd)

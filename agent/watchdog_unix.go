@@ -13,16 +13,34 @@ import (
 )
 
 // watchdogScript keeps the set of the jobs' process groups that the agent
-// writes to it ("+ PGID", "- PGID"), and kills every group still in it
-// when its input ends: when the agent exits, or dies, however it dies.
-const watchdogScript = `groups=" "
+// writes to it ("+ PGID", "- PGID"), the directory of the agent's job
+// cgroups ("c DIR") and the set of jobs in a cgroup there ("j ID", "u ID").
+// When its input ends, when the agent exits or dies, however it dies, it
+// kills every group in its set and every process in those cgroups; a
+// process forked while a pass read its cgroup is caught by the next pass.
+// It kills no other cgroup there: another agent process of the same name,
+// one that started while this one drained, has its own jobs.
+const watchdogScript = `groups=" " jobs=" " cg=""
 while read -r op g; do
   case "$op" in
     +) groups="$groups$g " ;;
     -) case "$groups" in *" $g "*) groups="${groups%% $g *} ${groups#* $g }" ;; esac ;;
+    c) cg="$g" ;;
+    j) jobs="$jobs$g " ;;
+    u) case "$jobs" in *" $g "*) jobs="${jobs%% $g *} ${jobs#* $g }" ;; esac ;;
   esac
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+n=0
+while [ $n -lt 100 ]; do
+  left=""
+  for j in $jobs; do
+    [ -f "$cg/$j/cgroup.procs" ] || continue
+    while read -r p; do left=1; kill -s KILL "$p" 2>/dev/null; done < "$cg/$j/cgroup.procs"
+  done
+  [ -n "$left" ] || break
+  n=$((n+1))
+done
 `
 
 // gateScript holds a job, started as its arguments, until a line comes on
@@ -84,16 +102,26 @@ func (w *watchdog) gate(cmd *exec.Cmd) (open func(run bool), err error) {
 
 // add and remove tell the watchdog about a job's process group; the
 // group's leader pid names it.
-func (w *watchdog) add(pgid int)    { w.send("+", pgid) }
-func (w *watchdog) remove(pgid int) { w.send("-", pgid) }
+func (w *watchdog) add(pgid int)    { w.send("+ " + strconv.Itoa(pgid)) }
+func (w *watchdog) remove(pgid int) { w.send("- " + strconv.Itoa(pgid)) }
 
-func (w *watchdog) send(op string, pgid int) {
+// cgroups tells the watchdog the directory whose subdirectories are the
+// jobs' cgroups, named by job ID. A job born inside its cgroup, which the
+// watchdog was told of before, needs no gate: the watchdog finds all of
+// it there, whatever process group or session it moved to.
+func (w *watchdog) cgroups(dir string) { w.send("c " + dir) }
+
+// addJob and removeJob tell the watchdog about a job's cgroup.
+func (w *watchdog) addJob(id string)    { w.send("j " + id) }
+func (w *watchdog) removeJob(id string) { w.send("u " + id) }
+
+func (w *watchdog) send(line string) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, _ = io.WriteString(w.in, op+" "+strconv.Itoa(pgid)+"\n")
+	_, _ = io.WriteString(w.in, line+"\n")
 }
 
 // stop ends the watchdog once no job runs: with an empty set it kills

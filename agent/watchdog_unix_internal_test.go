@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -48,5 +50,53 @@ func TestGate(t *testing.T) {
 	cmd := exec.Command(plain)
 	if _, err := w.gate(cmd); err != nil || cmd.Path != plain {
 		t.Errorf("a file without #! was gated: %v %s", err, cmd.Path)
+	}
+}
+
+// The watchdog kills what is in the cgroups of the jobs it was told of,
+// and nothing in the others beside them: another agent process of the
+// same name, started while this one drained, keeps its jobs. The cgroups
+// here are directories with a cgroup.procs file, as the watchdog reads
+// them.
+func TestWatchdogKillsItsJobsCgroups(t *testing.T) {
+	w, err := startWatchdog()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	sleeper := func(job string) *exec.Cmd {
+		cmd := exec.Command("sleep", "600")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if err := os.MkdirAll(filepath.Join(dir, job), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, job, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	mine, ended, others := sleeper("job1"), sleeper("job2"), sleeper("job3")
+	w.cgroups(dir)
+	w.addJob("job1")
+	w.addJob("job2")
+	w.removeJob("job2")
+	exited := make(chan struct{})
+	go func() { _ = mine.Wait(); close(exited) }()
+	w.stop()
+	waitFor(t, "the job in the watchdog's cgroup to be killed", func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+			return false
+		}
+	})
+	for _, cmd := range []*exec.Cmd{ended, others} {
+		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Errorf("process %d, in a cgroup the watchdog was not (or no longer) told of, was killed: %v", cmd.Process.Pid, err)
+		}
 	}
 }
