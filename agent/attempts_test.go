@@ -72,7 +72,7 @@ func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 	limits.AckWait = time.Second
 	s := newSite(t, limits)
 	dir := t.TempDir()
-	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo $$ > "pid.$OUTPOST_ATTEMPT"
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo $$ > "tmp.$OUTPOST_ATTEMPT"; mv "tmp.$OUTPOST_ATTEMPT" "pid.$OUTPOST_ATTEMPT"
 echo "attempt $OUTPOST_ATTEMPT"
 if [ "$OUTPOST_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi`)})
 

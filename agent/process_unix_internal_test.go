@@ -59,7 +59,8 @@ func TestRunKillsJobWhoseReportFails(t *testing.T) {
 	if len(a.running) != 0 {
 		t.Errorf("the agent still counts %d running jobs", len(a.running))
 	}
-	if _, err := os.Stat(filepath.Join(a.work, testJob)); !errors.Is(err, os.ErrNotExist) {
-		t.Error("the job's work directory was left behind")
-	}
+	waitFor(t, "the job's work directory to be removed", func() bool {
+		_, err := os.Stat(filepath.Join(a.work, testJob))
+		return errors.Is(err, os.ErrNotExist)
+	})
 }
