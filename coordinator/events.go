@@ -20,6 +20,14 @@ import (
 // lags its events by at most this much more.
 const holdRunning = 20 * time.Millisecond
 
+// A status event of a job without a record is tried unknownTries times,
+// unknownRetry apart, before it is dropped: the job's record may be stored
+// a moment after its request.
+const (
+	unknownTries = 5
+	unknownRetry = 200 * time.Millisecond
+)
+
 // eventQueue is how many delivered events wait for the folding at most;
 // past it the consumer's delivery waits.
 const eventQueue = 1024
@@ -152,10 +160,11 @@ func (c *Coordinator) checkEvent(m jetstream.Msg) (event, bool) {
 }
 
 // applyEvents folds events of one job into its record, in one change, and
-// acks them; if the record cannot be written they are delivered again
-// later. An event that does not match its record (another tag or owner,
-// an attempt past max_attempts other than the agent's "gave up", an older
-// attempt, a record that ended) changes nothing.
+// acks them; if the record cannot be written, or is not there (yet), they
+// are delivered again later. An event that does not match its record
+// (another tag or owner, an attempt past max_attempts other than the
+// agent's "gave up", an older attempt, a record that ended) changes
+// nothing.
 func (c *Coordinator) applyEvents(ctx context.Context, events []event) {
 	id := events[0].subj.Job
 	// after[i] is the record once events[i] was applied, as if each event
@@ -174,7 +183,16 @@ func (c *Coordinator) applyEvents(ctx context.Context, events []event) {
 	})
 	switch {
 	case errors.Is(err, errNoRecord):
-		c.log.Warn("dropped status event of an unknown job", "subject", events[0].m.Subject())
+		// Its record may be on its way (see queue): try again a few times.
+		for _, e := range events {
+			if meta, merr := e.m.Metadata(); merr == nil && meta.NumDelivered < unknownTries {
+				_ = e.m.NakWithDelay(unknownRetry)
+				continue
+			}
+			c.log.Warn("dropped status event of an unknown job", "subject", e.m.Subject())
+			_ = e.m.Ack()
+		}
+		return
 	case err != nil:
 		c.log.Warn("status event not applied; will retry", "subject", events[0].m.Subject(), "err", err)
 		for _, e := range events {
@@ -193,7 +211,7 @@ func (c *Coordinator) applyEvents(ctx context.Context, events []event) {
 	for i, e := range events {
 		// A job that has ended, or was asked to stop, and that an agent
 		// starts anyway (a redelivery, a race with a stop) is told to stop.
-		if r := after[i]; err == nil && e.ev.State == subjects.StateRunning && (r.StopRequested || r.State.Terminal()) {
+		if r := after[i]; e.ev.State == subjects.StateRunning && (r.StopRequested || r.State.Terminal()) {
 			if err := c.control(&r, subjects.StopRequest{ID: r.ID, Force: r.State.Terminal() && r.State != subjects.StateStopped}); err != nil {
 				c.log.Warn("could not stop a job that should not run; will retry", "job", r.ID, "err", err)
 				_ = e.m.NakWithDelay(time.Second)

@@ -55,9 +55,14 @@ type delivered struct {
 	jetstream.Msg
 	subject string
 	data    []byte
+	times   uint64 // times delivered; 0 counts as 1
 
 	mu           sync.Mutex
 	acked, naked bool
+}
+
+func (d *delivered) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: max(d.times, 1)}, nil
 }
 
 func (d *delivered) Subject() string { return d.subject }
@@ -93,7 +98,11 @@ func newRecord(t *testing.T, c *Coordinator, id string) subjects.Record {
 	t.Helper()
 	rec := subjects.Record{Job: subjects.Job{ID: id, Owner: "alice", Attempt: 1, SubmittedAt: time.Now().UTC(),
 		JobSpec: subjects.JobSpec{Tag: "a", Command: []string{"true"}, MaxAttempts: 3}}, State: subjects.StateQueued}
-	if err := c.jobs.create(t.Context(), rec); err != nil {
+	created, err := c.jobs.createAsync(rec)
+	if err == nil {
+		err = created.wait(t.Context())
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	return rec
@@ -133,6 +142,33 @@ func TestEventsFoldIntoOneWrite(t *testing.T) {
 	}
 	if _, _, ok := c.jobs.recent.get(rec.ID); ok {
 		t.Error("an ended job's record is still remembered")
+	}
+}
+
+// A job's running status may come before its record is stored (the
+// submit sends both at once): it is delivered again until the record is
+// there, and dropped only after a few tries.
+func TestEventBeforeItsRecord(t *testing.T) {
+	c, kv := bareCoordinator(t)
+	rec := subjects.Record{Job: subjects.Job{ID: "01jd7x3k9q8r6t5v4w3y2z1a0d", Owner: "alice", Attempt: 1,
+		JobSpec: subjects.JobSpec{Tag: "a", MaxAttempts: 3}}, State: subjects.StateQueued}
+	early := statusEvent(t, rec, subjects.StateRunning, 1)
+	c.applyEvents(t.Context(), []event{early})
+	if d := early.m.(*delivered); d.acked || !d.naked {
+		t.Fatalf("an event before its record: acked %v, naked %v; want it delivered again", d.acked, d.naked)
+	}
+	newRecord(t, c, rec.ID)
+	again := statusEvent(t, rec, subjects.StateRunning, 1)
+	again.m.(*delivered).times = 2
+	c.applyEvents(t.Context(), []event{again})
+	if got, _ := revision(t, kv, rec.ID); got.State != subjects.StateRunning || !again.m.(*delivered).acked {
+		t.Errorf("record %s once the event came again", got.State)
+	}
+	ghost := statusEvent(t, subjects.Record{Job: subjects.Job{ID: "01jd7x3k9q8r6t5v4w3y2z1a0e", Owner: "alice", JobSpec: subjects.JobSpec{Tag: "a"}}}, subjects.StateRunning, 1)
+	ghost.m.(*delivered).times = unknownTries
+	c.applyEvents(t.Context(), []event{ghost})
+	if d := ghost.m.(*delivered); !d.acked || d.naked {
+		t.Errorf("an event of a job that never had a record: acked %v, naked %v; want it dropped", d.acked, d.naked)
 	}
 }
 

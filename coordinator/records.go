@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/subjects"
@@ -29,17 +30,38 @@ type records struct {
 
 var errNoRecord = errors.New("no such job")
 
-func (r records) create(ctx context.Context, rec subjects.Record) error {
+// creating is the create of a new record, on its way.
+type creating struct {
+	r    records
+	rec  subjects.Record
+	size int
+	ack  jetstream.PubAckFuture
+}
+
+// createAsync sends the create of a new record, and does not wait for it:
+// wait does.
+func (r records) createAsync(rec subjects.Record) (*creating, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	rev, err := r.kv.Create(ctx, rec.ID, b)
+	// What KeyValue.Create publishes: the key's subject, expected empty.
+	m := &nats.Msg{Subject: "$KV." + r.kv.Bucket() + "." + rec.ID, Data: b}
+	f, err := r.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
-		return fmt.Errorf("create record %s: %w", rec.ID, err)
+		return nil, fmt.Errorf("create record %s: %w", rec.ID, err)
 	}
-	r.recent.put(rec, rev, len(b))
-	r.live.note(rec)
+	return &creating{r: r, rec: rec, size: len(b), ack: f}, nil
+}
+
+// wait waits until the record is stored.
+func (c *creating) wait(ctx context.Context) error {
+	ack, err := pubAck(ctx, c.ack)
+	if err != nil {
+		return fmt.Errorf("create record %s: %w", c.rec.ID, err)
+	}
+	c.r.recent.put(c.rec, ack.Sequence, c.size)
+	c.r.live.note(c.rec)
 	return nil
 }
 
