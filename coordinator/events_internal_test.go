@@ -225,4 +225,9 @@ func TestRecentBounds(t *testing.T) {
 	if _, _, ok := r.get("a0s"); ok || r.bytes != 10*(recentMaxRecs-1) {
 		t.Errorf("an ended job is still remembered, or its bytes still counted (%d)", r.bytes)
 	}
+	// Those the view of unfinished jobs no longer holds are forgotten.
+	r.retain(func(id string) bool { return id == "b1ns" })
+	if _, _, ok := r.get("b1ns"); !ok || len(r.recs) != 1 || r.bytes != 10 {
+		t.Errorf("after retain: %d records of %d bytes", len(r.recs), r.bytes)
+	}
 }

@@ -12,7 +12,9 @@ import (
 // read before each write was two of a trivial job's ten JetStream
 // requests. It is bounded, by count and by bytes (a record may hold up to
 // subjects.MaxSubmitBytes of stdin and environment), and forgets a job
-// once it ended; a record it does not hold is read as before.
+// once it ended, or once the lost-job check's read of the whole bucket
+// no longer finds it unfinished (it ended elsewhere, or expired); a record
+// it does not hold is read as before.
 type recent struct {
 	mu    sync.Mutex
 	recs  map[string]recentRecord
@@ -59,6 +61,21 @@ func (r *recent) get(id string) (subjects.Record, uint64, bool) {
 	defer r.mu.Unlock()
 	e, ok := r.recs[id]
 	return e.rec, e.rev, ok
+}
+
+// retain forgets the records of the jobs keep does not keep: those that
+// ended, or whose records expired, without a write of this coordinator.
+func (r *recent) retain(keep func(id string) bool) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.recs {
+		if !keep(id) {
+			r.dropLocked(id)
+		}
+	}
 }
 
 // drop forgets the record of id.
