@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -155,13 +156,32 @@ func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make cgroup: %w", err)
 	}
-	return &v1Job{host: g, cg: cg, pids: pids}, nil
+	return &v1Job{host: g, cg: cg, pids: pids, dirs: g.dirs(id)}, nil
+}
+
+// dirs are the directories of job id's cgroup, by controller (two
+// controllers mounted together share one).
+func (g *v1) dirs(id string) map[cgroup1.Name]string {
+	subs, _ := g.hierarchy()
+	out := map[cgroup1.Name]string{}
+	for _, s := range subs {
+		rel, _ := g.path(id)(s.Name())
+		out[s.Name()] = s.(interface{ Path(string) string }).Path(rel)
+	}
+	return out
 }
 
 type v1Job struct {
 	host *v1
 	cg   cgroup1.Cgroup
 	pids int64 // the pids limit to set once the job has started
+	// dirs are the cgroup's directories, which listing its processes, its
+	// usage and its removal read and remove directly: the cgroups library
+	// lists the processes by walking every file of a controller's
+	// directory, four times over to remove a cgroup, and reads every
+	// figure of every controller for three; a trivial job's agent spent
+	// about a third of its CPU in it.
+	dirs map[cgroup1.Name]string
 }
 
 // start places the job's first process in the cgroup before it runs any of
@@ -222,12 +242,12 @@ const killPasses = 100
 // forked while a pass listed the processes is caught by the next one.
 func (j *v1Job) signal(sig syscall.Signal) {
 	for range killPasses {
-		procs, err := j.cg.Processes(cgroup1.Pids, true)
+		procs, err := cgroupProcs(j.dirs[cgroup1.Pids])
 		if err != nil || len(procs) == 0 {
 			return
 		}
 		for _, p := range procs {
-			_ = syscall.Kill(p.Pid, sig)
+			_ = syscall.Kill(p, sig)
 		}
 		if sig != syscall.SIGKILL {
 			return
@@ -238,31 +258,109 @@ func (j *v1Job) signal(sig syscall.Signal) {
 
 func (j *v1Job) usage() cgroupUsage {
 	var u cgroupUsage
-	st, err := j.cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return u
+	mem, cpu := j.dirs[cgroup1.Memory], j.dirs[cgroup1.Cpuacct]
+	u.peakMemory, _ = readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
+	if ns, err := readUint(filepath.Join(cpu, "cpuacct.usage")); err == nil {
+		u.cpuSeconds = float64(ns) / 1e9
 	}
-	if st.Memory != nil && st.Memory.Usage != nil {
-		u.peakMemory = st.Memory.Usage.Max
-	}
-	if st.CPU != nil && st.CPU.Usage != nil {
-		u.cpuSeconds = float64(st.CPU.Usage.Total) / 1e9
-	}
-	if st.MemoryOomControl != nil {
-		u.oomKills = st.MemoryOomControl.OomKill
+	if b, err := os.ReadFile(filepath.Join(mem, "memory.oom_control")); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if n, ok := strings.CutPrefix(strings.TrimSpace(line), "oom_kill "); ok {
+				u.oomKills, _ = strconv.ParseUint(n, 10, 64)
+			}
+		}
 	}
 	return u
 }
 
 func (j *v1Job) remove() error {
 	err := killAll(func() (int, error) {
-		procs, err := j.cg.Processes(cgroup1.Pids, true)
+		procs, err := cgroupProcs(j.dirs[cgroup1.Pids])
 		return len(procs), err
 	}, func() { j.signal(syscall.SIGKILL) })
 	if err != nil {
 		return err
 	}
-	return j.cg.Delete()
+	var errs []error
+	for _, dir := range j.dirs {
+		if err := removeCgroupDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cgroupProcs lists the processes of the v1 cgroup at dir and of the
+// cgroups below it; a cgroup that is gone holds none.
+func cgroupProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var procs []int
+	for f := range strings.FieldsSeq(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			procs = append(procs, pid)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			more, err := cgroupProcs(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			procs = append(procs, more...)
+		}
+	}
+	return procs, nil
+}
+
+// removeCgroupDir removes the empty v1 cgroup at dir, the cgroups below it
+// first. The kernel may refuse for a moment after the last process left
+// (EBUSY), so it tries a few times.
+func removeCgroupDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := removeCgroupDir(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	delay := 10 * time.Millisecond
+	for try := 0; ; try++ {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) || try == 4 {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
+}
+
+// readUint reads a file holding one number.
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
 
 // killAll kills what is left in a cgroup until count finds it empty, for

@@ -1,14 +1,17 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/containerd/cgroups/v3/cgroup1"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,6 +74,56 @@ func TestCgroupV2PlacesAndKills(t *testing.T) {
 	waitFor(t, "the orphan to be gone", func() bool { return !alive(orphan) })
 	if err := job.remove(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The v1 driver lists, kills and removes what is in a job's cgroup, the
+// cgroups the job made below it included, and reads the job's CPU time.
+func TestCgroupV1ListsKillsRemoves(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: making cgroups needs root")
+	}
+	g, err := newV1("v1test-"+strconv.Itoa(os.Getpid()), "")
+	if err != nil {
+		t.Skipf("skipped: no cgroup v1 controllers (%v)", err)
+	}
+	t.Cleanup(g.close)
+	cg, err := g.create("job", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := cg.(*v1Job)
+	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exec sleep 1000`)
+	setProcAttr(cmd)
+	if err := job.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = job.remove() })
+	// A cgroup of the job's own, below its cgroup, holding a process.
+	sub := filepath.Join(job.dirs[cgroup1.Pids], "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := exec.Command("sleep", "1000")
+	if err := job.start(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(strconv.Itoa(other.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	procs, err := cgroupProcs(job.dirs[cgroup1.Pids])
+	if err != nil || !slices.Contains(procs, cmd.Process.Pid) || !slices.Contains(procs, other.Process.Pid) {
+		t.Errorf("the job's processes: %v (%v); want %d and %d", procs, err, cmd.Process.Pid, other.Process.Pid)
+	}
+	waitFor(t, "the job's CPU time to be counted", func() bool { return job.usage().cpuSeconds > 0 })
+	if err := job.remove(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = cmd.Wait(), other.Wait()
+	for _, dir := range job.dirs {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there (%v)", dir, err)
+		}
 	}
 }
 

@@ -56,6 +56,14 @@ func (a *active) note(rec subjects.Record) {
 	a.jobs[rec.ID] = j
 }
 
+// has reports whether id is a job that has not ended, as far as known.
+func (a *active) has(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.jobs[id]
+	return ok
+}
+
 // forget drops a job whose record is gone.
 func (a *active) forget(id string) {
 	a.mu.Lock()

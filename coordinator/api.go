@@ -282,11 +282,7 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 	now := time.Now().UTC()
 	job := subjects.Job{JobSpec: spec, ID: strings.ToLower(ulid.Make().String()), Owner: who.name, SubmittedAt: now, Attempt: 1}
 	rec := subjects.Record{Job: job, State: subjects.StateQueued}
-	if err := c.jobs.create(ctx, rec); err != nil {
-		return nil, err
-	}
 	if err := c.queue(ctx, rec, now); err != nil {
-		c.fail(ctx, rec, fmt.Sprintf("could not queue the job: %v", err))
 		return nil, fmt.Errorf("queue job %s: %w", job.ID, err)
 	}
 	c.m.submitted.WithLabelValues(job.Tag).Inc()
@@ -297,17 +293,16 @@ func (c *Coordinator) submit(ctx context.Context, who caller, data []byte) (*sub
 	return &rec, nil
 }
 
-// queue stores a new job's queued status and puts its request on the
-// queue, in that order but in one round trip: both go out at once on one
-// connection, so the server stores the status before any agent can see the
-// request, and the two acks are awaited together.
+// queue creates a new job's record, stores its queued status and puts its
+// request on the queue, all in one round trip: the three go out at once on
+// one connection, in that order, and their acks are awaited together. The
+// three are stored by three streams, so an agent may in principle report
+// on the job before its record is stored; its report is then applied once
+// the record is (see applyEvents). A job is never half-queued: if its
+// record is not stored, its request is taken back (withdraw); if its
+// request is not, its record ends failed.
 func (c *Coordinator) queue(ctx context.Context, rec subjects.Record, at time.Time) error {
 	status, err := json.Marshal(subjects.StatusEvent{Job: rec.ID, State: subjects.StateQueued, Attempt: 1, At: at})
-	if err != nil {
-		return err
-	}
-	first, err := c.js.PublishAsync(subjects.EventSubject(rec.Tag, rec.Owner, rec.ID, subjects.KindStatus), status,
-		jetstream.WithMsgID(subjects.MsgID(rec.ID, 1, string(subjects.StateQueued))))
 	if err != nil {
 		return err
 	}
@@ -315,20 +310,60 @@ func (c *Coordinator) queue(ctx context.Context, rec subjects.Record, at time.Ti
 	if err != nil {
 		return err
 	}
-	second, err := c.js.PublishMsgAsync(m, jetstream.WithMsgID(subjects.MsgID(rec.ID, rec.Attempt, "job")))
+	created, err := c.jobs.createAsync(rec)
 	if err != nil {
 		return err
 	}
-	for _, f := range []jetstream.PubAckFuture{first, second} {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	queued, err := c.js.PublishAsync(subjects.EventSubject(rec.Tag, rec.Owner, rec.ID, subjects.KindStatus), status,
+		jetstream.WithMsgID(subjects.MsgID(rec.ID, 1, string(subjects.StateQueued))))
+	var request jetstream.PubAckFuture
+	if err == nil {
+		request, err = c.js.PublishMsgAsync(m, jetstream.WithMsgID(subjects.MsgID(rec.ID, rec.Attempt, "job")))
+	}
+	recErr := created.wait(ctx)
+	if err == nil {
+		_, err = pubAck(ctx, request)
+	}
+	if err == nil {
+		_, err = pubAck(ctx, queued)
+	}
+	switch {
+	case recErr != nil:
+		c.withdraw(ctx, rec, recErr)
+		return recErr
+	case err != nil:
+		c.fail(ctx, rec, fmt.Sprintf("could not queue the job: %v", err))
+		return err
 	}
 	return nil
+}
+
+// withdraw takes back a job whose record could not be stored: its request
+// leaves the queue, an agent that took it already is told to stop it, and
+// its events end with its failure.
+func (c *Coordinator) withdraw(ctx context.Context, rec subjects.Record, why error) {
+	if err := c.dequeue(ctx, rec); err != nil {
+		c.log.Warn("could not take back the request of a job without a record", "job", rec.ID, "err", err)
+	}
+	if err := c.control(&rec, subjects.StopRequest{ID: rec.ID, Force: true}); err != nil {
+		c.log.Warn("could not stop a job without a record", "job", rec.ID, "err", err)
+	}
+	ev := subjects.StatusEvent{Job: rec.ID, State: subjects.StateFailed, Attempt: rec.Attempt, Error: fmt.Sprintf("could not record the job: %v", why), At: time.Now().UTC()}
+	if err := c.publishStatus(ctx, rec, ev); err != nil {
+		c.log.Warn("could not publish failed status", "job", rec.ID, "err", err)
+	}
+}
+
+// pubAck waits for a publish's ack.
+func pubAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (c *Coordinator) knownTag(ctx context.Context, tag string) error {

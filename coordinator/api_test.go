@@ -493,3 +493,26 @@ func TestReleaseTakesOnlyItsStream(t *testing.T) {
 		t.Errorf("the audit reader after its release: %v", err)
 	}
 }
+
+// An agent that stored a job's end but died before it acked leaves the
+// job's request on the queue; the coordinator takes it off, so the job is
+// not delivered again once the ack wait is over.
+func TestEndedJobTakenOffTheQueue(t *testing.T) {
+	w := newWorld(t)
+	r := submit(t, w.alice, spec("a"))
+	ctx := testenv.Context(t)
+	n, err := w.agentA.Pull(ctx, subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, func(*nats.Msg) error { return nil })
+	if err != nil || n != 1 {
+		t.Fatalf("pulled %d jobs: %v", n, err)
+	}
+	for _, state := range []subjects.State{subjects.StateRunning, subjects.StateSucceeded} {
+		b, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: state, Attempt: 1, Agent: "agent-a"})
+		if _, err := w.agentA.JS.Publish(ctx, subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, "the ended job's request to leave the queue", func() bool { return !w.jobQueued(t, "a", r.ID) })
+	if rec := w.record(t, r.ID); rec.State != subjects.StateSucceeded {
+		t.Errorf("record %s", rec.State)
+	}
+}

@@ -57,6 +57,8 @@ type Coordinator struct {
 	fleet     *fleet
 	// jobsStream is kept to take finished or stopped jobs off the queue.
 	jobsStream jetstream.Stream
+	// left are the jobs that ended lately, whose requests are looked for.
+	left leftovers
 }
 
 // New sets up the streams, buckets and consumers (idempotently) and returns
@@ -100,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			return err
 		})
 	}
-	c.jobs, c.creds = records{kv: jobs, js: c.js, m: c.m, live: newActive()}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
+	c.jobs, c.creds = records{kv: jobs, js: c.js, m: c.m, live: newActive(), recent: newRecent()}, registry{creds, c.js, &known{m: map[string]subjects.Credential{}}}
 	if c.jobsStream, err = c.js.Stream(ctx, subjects.JobsStream); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
 	}
@@ -245,11 +247,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	defer api.Drain()
 	fatal := make(chan error, 1)
-	events, err := c.consumeEvents(ctx, fatal)
+	stopEvents, err := c.consumeEvents(ctx, fatal)
 	if err != nil {
 		return err
 	}
-	defer events.Stop()
+	defer stopEvents()
 	if err := c.creds.watch(ctx); err != nil {
 		return err
 	}
@@ -269,6 +271,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	watched := make(chan struct{})
 	go func() { defer close(watched); c.watchLost(ctx, c.lostCheck) }()
 	defer func() { <-watched }()
+	cleared := make(chan struct{})
+	go func() { defer close(cleared); c.clearLeftovers(ctx) }()
+	defer func() { <-cleared }()
 	c.log.Info("coordinator ready", "api", subjects.APIAll)
 	select {
 	case <-ctx.Done():

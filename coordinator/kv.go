@@ -76,29 +76,36 @@ func getJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, 
 	return v, e.Revision(), nil
 }
 
+// written is what updateJSON wrote: the value's new revision (0: nothing
+// was written) and its size.
+type written struct {
+	rev  uint64
+	size int
+}
+
 // updateJSON applies change to key's JSON value and writes it back with
 // compare-and-set if change reports a change, retrying on a concurrent
 // write, so concurrent writers (the API, the event consumer, another
 // coordinator) never lose an update. An error from change ends it.
-func updateJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, change func(*T) (bool, error)) (T, bool, error) {
+func updateJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, change func(*T) (bool, error)) (T, written, error) {
 	for {
 		v, rev, err := getJSON[T](ctx, kv, key)
 		if err != nil {
-			return v, false, err
+			return v, written{}, err
 		}
 		if ok, err := change(&v); err != nil || !ok {
-			return v, false, err
+			return v, written{}, err
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
-			return v, false, err
+			return v, written{}, err
 		}
-		if _, err = kv.Update(ctx, key, b, rev); err == nil {
-			return v, true, nil
+		if rev, err = kv.Update(ctx, key, b, rev); err == nil {
+			return v, written{rev, len(b)}, nil
 		}
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence || ctx.Err() != nil {
-			return v, false, fmt.Errorf("update %s: %w", key, err)
+			return v, written{}, fmt.Errorf("update %s: %w", key, err)
 		}
 	}
 }

@@ -53,6 +53,8 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 				continue
 			}
 			synced = time.Now()
+			// Records remembered for jobs that ended elsewhere go too.
+			c.jobs.recent.retain(c.jobs.live.has)
 		}
 		l.running(ctx)
 		l.stuck(ctx)

@@ -52,10 +52,12 @@ func (m *metrics) observe(before, after subjects.Record) {
 	if before.State == after.State {
 		return
 	}
-	switch {
-	case after.State == subjects.StateRunning && after.StartedAt != nil && after.Attempt == 1:
+	// One change may take a job from queued to its end, its running status
+	// folded into it (see holdRunning): it started all the same.
+	if before.StartedAt == nil && after.StartedAt != nil && after.Attempt == 1 {
 		m.queueWait.WithLabelValues(after.Tag).Observe(after.StartedAt.Sub(after.SubmittedAt).Seconds())
-	case after.State.Terminal():
+	}
+	if after.State.Terminal() {
 		m.finished.WithLabelValues(after.Tag, string(after.State)).Inc()
 		if after.StartedAt != nil && after.FinishedAt != nil {
 			m.runDuration.WithLabelValues(after.Tag, string(after.State)).Observe(after.FinishedAt.Sub(*after.StartedAt).Seconds())

@@ -53,6 +53,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  dedupWindow,
 		Replicas:    l.Replicas,
+		// The coordinator looks for the requests of many ended jobs at once.
+		AllowDirect: true,
 	}, {
 		Name:        subjects.EventsStream,
 		Description: "Outpost status events and log lines, a subject per job",
