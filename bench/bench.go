@@ -225,15 +225,15 @@ func (b *bench) startProc(name string, watch []*regexp.Regexp, args ...string) (
 	return p, nil
 }
 
-// startAgent runs the agent binary with a fresh credential of tag and
-// waits until it pulls.
-func (b *bench) startAgent(ctx context.Context, name, tag string, concurrency int) (*proc, error) {
+// startAgent runs the agent binary with a fresh credential of tag, and
+// flags added to its own, and waits until it pulls.
+func (b *bench) startAgent(ctx context.Context, name, tag string, concurrency int, flags ...string) (*proc, error) {
 	creds, err := b.credential(ctx, accounts.RoleAgent, name, tag)
 	if err != nil {
 		return nil, err
 	}
-	p, err := b.startProc("agent", []*regexp.Regexp{agentReadyRE}, "--server", b.url, "--creds", creds,
-		"--concurrency", fmt.Sprint(concurrency), "--workdir", filepath.Join(b.work, "jobs"))
+	p, err := b.startProc("agent", []*regexp.Regexp{agentReadyRE}, append([]string{"--server", b.url, "--creds", creds,
+		"--concurrency", fmt.Sprint(concurrency), "--workdir", filepath.Join(b.work, "jobs")}, flags...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -67,22 +67,35 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 		name, tag           string
 		agents, concurrency int
 		base                *Figure
+		flags               []string // the agents'
+		target              bool
 	}{
-		{"trivial jobs, 1 agent × concurrency 1", "tp1", 1, 1, exec1},
-		{"trivial jobs, 1 agent × concurrency 4", "tp4", 1, 4, exec4},
-		{"trivial jobs, 4 agents × concurrency 1", "tpn", 4, 1, exec4},
+		{"trivial jobs, 1 agent × concurrency 1", "tp1", 1, 1, exec1, nil, true},
+		{"trivial jobs, 1 agent × concurrency 4", "tp4", 1, 4, exec4, nil, true},
+		{"trivial jobs, 4 agents × concurrency 1", "tpn", 4, 1, exec4, nil, true},
+		// What the jobs' cgroups cost the agent (on cgroup v1 most of all),
+		// beside the same jobs run without them.
+		{"trivial jobs, 1 agent × concurrency 4, agent --no-cgroups", "tpx", 1, 4, exec4, []string{"--no-cgroups"}, false},
 	} {
 		var rate float64
-		var cpu time.Duration
+		var coordCPU, agentCPU time.Duration
 		if err := b.phase(tp.name, func() (err error) {
-			rate, cpu, err = b.agentsRate(ctx, tp.tag, tp.agents, tp.concurrency, c.Jobs)
+			rate, coordCPU, agentCPU, err = b.agentsRate(ctx, tp.tag, tp.agents, tp.concurrency, c.Jobs, tp.flags...)
 			return err
 		}); err != nil {
 			return err
 		}
-		rep.row(tp.name, rate, "jobs/s", tp.base, half(tp.base))
-		if tp.tag == "tp1" {
-			rep.row("trivial jobs, 1 agent × concurrency 1: coordinator CPU per job", ms(cpu), "ms", serverCPU, nil)
+		var t *target
+		if tp.target {
+			t = half(tp.base)
+		}
+		rep.row(tp.name, rate, "jobs/s", tp.base, t)
+		switch tp.tag {
+		case "tp1":
+			rep.row("trivial jobs, 1 agent × concurrency 1: coordinator CPU per job", ms(coordCPU), "ms", serverCPU, nil)
+			rep.row("trivial jobs, 1 agent × concurrency 1: agent CPU per job", ms(agentCPU), "ms", nil, nil)
+		case "tpx":
+			rep.row("trivial jobs, 1 agent × concurrency 4, agent --no-cgroups: agent CPU per job", ms(agentCPU), "ms", nil, nil)
 		}
 	}
 
@@ -173,41 +186,66 @@ func (b *bench) baselines(ctx context.Context) (baselines, error) {
 	return base, raw.close(ctx)
 }
 
-// agentsRate runs n agent binaries of tag, each at concurrency, and
-// returns their trivial jobs per second and the coordinator's CPU per job.
-func (b *bench) agentsRate(ctx context.Context, tag string, n, concurrency, jobs int) (float64, time.Duration, error) {
+// agentsRate runs n agent binaries of tag, each at concurrency with
+// flags, and returns their trivial jobs per second, and the coordinator's
+// and the agents' CPU per job (the agents' own, not their jobs').
+func (b *bench) agentsRate(ctx context.Context, tag string, n, concurrency, jobs int, flags ...string) (rate float64, coordCPU, agentCPU time.Duration, err error) {
+	var agents []*proc
 	for i := range n {
-		p, err := b.startAgent(ctx, fmt.Sprintf("%s-agent-%d", tag, i), tag, concurrency)
+		p, err := b.startAgent(ctx, fmt.Sprintf("%s-agent-%d", tag, i), tag, concurrency, flags...)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		defer p.stop()
+		agents = append(agents, p)
 	}
 	// One job first, so every agent has fetched and the path is warm.
 	if _, err := b.jobRate(ctx, tag, n); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	var rate float64
-	cpu, err := b.coordCPU(jobs, func() (err error) {
+	cpu, err := cpuPerJob(append([]*proc{b.coord}, agents...), jobs, func() (err error) {
 		rate, err = b.jobRate(ctx, tag, jobs)
 		return err
 	})
-	return rate, cpu, err
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, c := range cpu[1:] {
+		agentCPU += c
+	}
+	return rate, cpu[0], agentCPU, nil
 }
 
 // coordCPU runs fn and returns the coordinator's CPU time over it (its
 // embedded server's included), per one of n.
 func (b *bench) coordCPU(n int, fn func() error) (time.Duration, error) {
-	before, err := b.coord.usage()
+	cpu, err := cpuPerJob([]*proc{b.coord}, n, fn)
 	if err != nil {
 		return 0, err
+	}
+	return cpu[0], nil
+}
+
+// cpuPerJob runs fn and returns each process's CPU time over it, per one
+// of n.
+func cpuPerJob(procs []*proc, n int, fn func() error) ([]time.Duration, error) {
+	before := make([]usage, len(procs))
+	for i, p := range procs {
+		var err error
+		if before[i], err = p.usage(); err != nil {
+			return nil, err
+		}
 	}
 	if err := fn(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	after, err := b.coord.usage()
-	if err != nil {
-		return 0, err
+	out := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		after, err := p.usage()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = (after.cpu - before[i].cpu) / time.Duration(max(n, 1))
 	}
-	return (after.cpu - before.cpu) / time.Duration(max(n, 1)), nil
+	return out, nil
 }
