@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -85,6 +86,7 @@ type Agent struct {
 	log   *slog.Logger
 
 	jobs         sync.WaitGroup // executions under way
+	runs         atomic.Uint64  // runs started, which name each run's work directory and cgroup
 	stats        stats
 	beatEvery    time.Duration
 	drainTimeout time.Duration
@@ -108,6 +110,10 @@ type Agent struct {
 	running map[string]*process
 	held    map[string]int         // jobs from delivery until acked or left; heartbeats list them
 	stopped map[string]pendingStop // stop requests for jobs not (yet) running here
+	// connectedAt is when the agent saw its connection come back last
+	// (zero: never), and seen how many reconnects it had seen by then.
+	connectedAt time.Time
+	seen        uint64
 }
 
 // New checks the credential and prepares an agent.
@@ -239,13 +245,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	reconnected := a.conn.StatusChanged(nats.CONNECTED)
-	defer a.conn.RemoveStatusListener(reconnected)
-	go func() {
-		for range reconnected {
-			a.stats.reconnectedAt.Store(time.Now().UnixNano())
-		}
-	}()
 	beating := make(chan struct{})
 	go func() { defer close(beating); a.heartbeat(jobCtx) }()
 	if a.cgroups != nil {

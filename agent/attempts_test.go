@@ -290,4 +290,22 @@ func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 	if rec.State != subjects.StateSucceeded || rec.Attempt != 1 {
 		t.Errorf("record: %s at attempt %d; want succeeded at attempt 1", rec.State, rec.Attempt)
 	}
+
+	// An end older than the request's own attempt is not this request's:
+	// the coordinator handed the job on as attempt 2 after giving up on a
+	// run whose end came later. That request runs.
+	var job subjects.Job
+	if err := json.Unmarshal(request.Data, &job); err != nil {
+		t.Fatal(err)
+	}
+	job.Attempt = 2
+	request.Data, _ = json.Marshal(job)
+	mark = s.env.Logs.Len()
+	putBack()
+	s.env.Logs.Wait(t, mark, "the agent to start attempt 2", func(e testenv.Entry) bool {
+		return e.Msg == "job started" && e.Attrs["job"] == r.ID && e.Attrs["attempt"] == "2"
+	})
+	if _, ok := s.env.Logs.Find(mark, func(e testenv.Entry) bool { return e.Msg == "job handed over again after it ended; acked, not run" }); ok {
+		t.Error("attempt 2 was taken for a ghost of attempt 1")
+	}
 }

@@ -247,7 +247,11 @@ func (j *v1Job) signal(sig syscall.Signal) {
 			return
 		}
 		for _, p := range procs {
-			_ = syscall.Kill(p, sig)
+			// The agent itself is listed while one of its threads starts
+			// a job of this cgroup.
+			if p != os.Getpid() {
+				_ = syscall.Kill(p, sig)
+			}
 		}
 		if sig != syscall.SIGKILL {
 			return

@@ -172,13 +172,26 @@ const endedCheckTimeout = 2 * time.Second
 
 // mayHaveEnded says whether a delivered job may have ended already: it was
 // delivered before, it is a later attempt, or it came soon after a
-// reconnect. A server that was killed restarts with its consumers' state as
-// last saved, which may miss acks of jobs that ended since, and deliver
-// those again, even as first deliveries. First deliveries at other times
-// skip the look, which costs a round trip.
+// reconnect (an agent that started before its server could be reached
+// counts as reconnected). A server that was killed restarts with its
+// consumers' state as last saved, which may miss acks of jobs that ended
+// since, and deliver those again, even as first deliveries. First
+// deliveries at other times skip the look, which costs a round trip; a
+// ghost among them is stopped by the coordinator when it reports running.
 func (a *Agent) mayHaveEnded(meta *nats.MsgMetadata, job subjects.Job, ackWait time.Duration) bool {
-	back := time.Unix(0, a.stats.reconnectedAt.Load())
-	return meta.NumDelivered > 1 || job.Attempt > 1 || time.Since(back) < 2*ackWait
+	return meta.NumDelivered > 1 || job.Attempt > 1 || a.reconnectedWithin(2*ackWait)
+}
+
+// reconnectedWithin reports whether the agent's connection came back less
+// than d ago. A reconnect is counted before anything arrives on the new
+// connection, so the first delivery after it sees it.
+func (a *Agent) reconnectedWithin(d time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n := a.conn.Stats().Reconnects; n != a.seen {
+		a.seen, a.connectedAt = n, time.Now()
+	}
+	return !a.connectedAt.IsZero() && time.Since(a.connectedAt) < d
 }
 
 // ended reads the job's last status and says why the job must not run
@@ -195,7 +208,9 @@ func (a *Agent) ended(ctx context.Context, job subjects.Job, attempt int) string
 		return ""
 	case ev == nil:
 		return ""
-	case ev.State.Terminal():
+	case ev.State.Terminal() && ev.Attempt >= job.Attempt:
+		// An end older than the request's own attempt is that of a run
+		// the coordinator gave up on and handed on as this request.
 		return fmt.Sprintf("it ended %s in attempt %d", ev.State, ev.Attempt)
 	case ev.Attempt > attempt:
 		return fmt.Sprintf("attempt %d has it, this is attempt %d", ev.Attempt, attempt)

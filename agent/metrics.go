@@ -17,8 +17,6 @@ type stats struct {
 	// ended counts jobs handed over again after they had ended, and so
 	// acked without running.
 	ended atomic.Uint64
-	// reconnectedAt is when the connection last came back (Unix ns).
-	reconnectedAt atomic.Int64
 }
 
 // Register adds the agent's metrics to reg: slots used and free, log lines

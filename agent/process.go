@@ -79,7 +79,11 @@ func (p *process) kill() {
 // its way meanwhile: no output is sent, and no result returned, before it
 // is stored; if it cannot be, the process is killed and run returns why.
 func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretValues map[string]string, reported <-chan error) (result, error) {
-	dir, cleanup, err := a.workDir(job)
+	// This run's own name, for its work directory and cgroup: a job may
+	// run twice on one agent at once (a redelivery while a cut-off run of
+	// it goes on), and neither run's cleanup may touch the other's.
+	run := job.ID + "." + strconv.FormatUint(a.runs.Add(1), 10)
+	dir, cleanup, err := a.workDir(job, run)
 	if err != nil {
 		return failed(-1, "work directory: %v", err), <-reported
 	}
@@ -115,7 +119,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	}
 	var cg jobCgroup
 	if a.cgroups != nil {
-		cg, err = a.cgroups.create(job.ID, job.Limits)
+		cg, err = a.cgroups.create(run, job.Limits)
 		switch {
 		case err != nil && job.Limits != nil:
 			return failed(-1, "cgroup for its limits: %v", err), <-reported
@@ -126,12 +130,12 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		}
 	}
 	if cg != nil {
-		a.watch.addJob(job.ID)
+		a.watch.addJob(run)
 		tidy = append(tidy, func() {
 			if err := cg.remove(); err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
 			}
-			a.watch.removeJob(job.ID)
+			a.watch.removeJob(run)
 		})
 	}
 	outR, outW, err := os.Pipe()
@@ -191,7 +195,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	defer stopKill()
 	defer func() {
 		a.mu.Lock()
-		delete(a.running, job.ID)
+		if a.running[job.ID] == p {
+			delete(a.running, job.ID)
+		}
 		a.mu.Unlock()
 	}()
 	if job.Timeout > 0 {
@@ -229,6 +235,12 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 					delete(held, l.stream)
 				}
 				lines <- l
+			}
+			// Output that ended on a chunk's end, with no newline after.
+			for _, stream := range []string{subjects.StreamStdout, subjects.StreamStderr} {
+				if tail, ok := held[stream]; ok {
+					lines <- line{stream: stream, text: mask.Line(tail)}
+				}
 			}
 		}()
 	}
@@ -350,8 +362,8 @@ func startFailure(name string, err error) result {
 
 // workDir makes the job's own work directory. A relative spec dir lies
 // inside it; an absolute one is used as it is.
-func (a *Agent) workDir(job subjects.Job) (string, func(), error) {
-	own := filepath.Join(a.work, job.ID)
+func (a *Agent) workDir(job subjects.Job, run string) (string, func(), error) {
+	own := filepath.Join(a.work, run)
 	if err := os.MkdirAll(own, 0o700); err != nil {
 		return "", nil, err
 	}

@@ -151,7 +151,7 @@ func TestWorkDir(t *testing.T) {
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			job := subjects.Job{ID: testJob, JobSpec: subjects.JobSpec{Dir: tc.dir}}
-			dir, cleanup, err := a.workDir(job)
+			dir, cleanup, err := a.workDir(job, testJob)
 			if tc.err {
 				if err == nil {
 					cleanup()

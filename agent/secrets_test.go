@@ -53,7 +53,8 @@ func TestSecrets(t *testing.T) {
 		echo "token=$TOKEN ` + canary + `"
 		echo "$TOKEN$TOKEN" >&2
 		printf %s "$TOKEN" | sha256sum | cut -d" " -f1
-		head -c ` + fmt.Sprint(subjects.MaxLine-5) + ` /dev/zero | tr '\0' x; echo "$TOKEN"`)})
+		head -c ` + fmt.Sprint(subjects.MaxLine-5) + ` /dev/zero | tr '\0' x; echo "$TOKEN"
+		head -c ` + fmt.Sprint(subjects.MaxLine) + ` /dev/zero | tr '\0' y`)})
 	s.env.Logs.Wait(t, mark, "agent-b to hand the job back", func(e testenv.Entry) bool {
 		return e.Msg == "cannot open the job's secrets; it goes back to the queue" && e.Attrs["agent"] == "agent-b"
 	})
@@ -65,10 +66,11 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("ran on %s, want agent-a, the one the secrets were sealed to", rec.Agent)
 	}
 	stdout, stderr, _ := s.output(t, r.ID)
-	// The last line is longer than a chunk, and the chunk's end cuts the
-	// secret in two.
+	// Two lines are longer than a chunk: the chunk's end cuts the secret
+	// in the first in two, and the output ends with the second, at a
+	// chunk's end, with no newline (one is added, as to any last line).
 	if want := "token=*** " + canary + "\n" + fmt.Sprintf("%x", sha256.Sum256([]byte(secret))) + "\n" +
-		strings.Repeat("x", subjects.MaxLine-5) + "***\n"; stdout != want {
+		strings.Repeat("x", subjects.MaxLine-5) + "***\n" + strings.Repeat("y", subjects.MaxLine) + "\n"; stdout != want {
 		t.Errorf("stdout ends %q (%d bytes), want it to end %q (%d bytes)", stdout[max(0, len(stdout)-80):], len(stdout), want[max(0, len(want)-80):], len(want))
 	}
 	if stderr != "******\n" {

@@ -14,10 +14,11 @@ import (
 
 // watchdogScript keeps the set of the jobs' process groups that the agent
 // writes to it ("+ PGID", "- PGID"), the directory of the agent's job
-// cgroups ("c DIR") and the set of jobs in a cgroup there ("j ID", "u ID").
-// When its input ends, when the agent exits or dies, however it dies, it
-// kills every group in its set and every process in those cgroups; a
-// process forked while a pass read its cgroup is caught by the next pass.
+// cgroups ("c DIR") and the set of job runs in a cgroup there ("j NAME",
+// "u NAME"). When its input ends, when the agent exits or dies, however it
+// dies, it kills every group in its set and every process in those
+// cgroups and the cgroups below them; a process forked while a pass read
+// its cgroup is caught by the next pass.
 // It kills no other cgroup there: another agent process of the same name,
 // one that started while this one drained, has its own jobs.
 const watchdogScript = `groups=" " jobs=" " cg=""
@@ -31,13 +32,19 @@ while read -r op g; do
   esac
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+# killin kills what is in the cgroup at $1 and in those below it (v2 does
+# it all at once with cgroup.kill).
+killin() {
+  [ -f "$1/cgroup.kill" ] && echo 1 > "$1/cgroup.kill" 2>/dev/null
+  if [ -f "$1/cgroup.procs" ]; then
+    while read -r p; do left=1; kill -s KILL "$p" 2>/dev/null; done < "$1/cgroup.procs"
+  fi
+  for d in "$1"/*/; do [ -d "$d" ] && killin "${d%/}"; done
+}
 n=0
 while [ $n -lt 100 ]; do
   left=""
-  for j in $jobs; do
-    [ -f "$cg/$j/cgroup.procs" ] || continue
-    while read -r p; do left=1; kill -s KILL "$p" 2>/dev/null; done < "$cg/$j/cgroup.procs"
-  done
+  for j in $jobs; do [ -d "$cg/$j" ] && killin "$cg/$j"; done
   [ -n "$left" ] || break
   n=$((n+1))
 done

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -78,17 +79,22 @@ func TestWatchdogKillsItsJobsCgroups(t *testing.T) {
 		}
 		return cmd
 	}
-	mine, ended, others := sleeper("job1"), sleeper("job2"), sleeper("job3")
+	mine, below := sleeper("job1"), sleeper(filepath.Join("job1", "inner"))
+	ended, others := sleeper("job2"), sleeper("job3")
 	w.cgroups(dir)
 	w.addJob("job1")
 	w.addJob("job2")
 	w.removeJob("job2")
-	exited := make(chan struct{})
-	go func() { _ = mine.Wait(); close(exited) }()
+	var exited sync.WaitGroup
+	for _, cmd := range []*exec.Cmd{mine, below} {
+		exited.Go(func() { _ = cmd.Wait() })
+	}
 	w.stop()
-	waitFor(t, "the job in the watchdog's cgroup to be killed", func() bool {
+	done := make(chan struct{})
+	go func() { exited.Wait(); close(done) }()
+	waitFor(t, "the job in the watchdog's cgroup, and in one below it, to be killed", func() bool {
 		select {
-		case <-exited:
+		case <-done:
 			return true
 		default:
 			return false

@@ -342,6 +342,9 @@ func (c *Coordinator) queue(ctx context.Context, rec subjects.Record, at time.Ti
 // leaves the queue, an agent that took it already is told to stop it, and
 // its events end with its failure.
 func (c *Coordinator) withdraw(ctx context.Context, rec subjects.Record, why error) {
+	// The submit's own deadline may be what failed the record.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	defer cancel()
 	if err := c.dequeue(ctx, rec); err != nil {
 		c.log.Warn("could not take back the request of a job without a record", "job", rec.ID, "err", err)
 	}
@@ -418,6 +421,9 @@ func (c *Coordinator) publishStatus(ctx context.Context, rec subjects.Record, ev
 
 // fail ends a job that could not be queued.
 func (c *Coordinator) fail(ctx context.Context, rec subjects.Record, reason string) {
+	// The submit's own deadline may be what failed the request.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+	defer cancel()
 	ev := subjects.StatusEvent{Job: rec.ID, State: subjects.StateFailed, Attempt: rec.Attempt, Error: reason, At: time.Now().UTC()}
 	if _, _, err := c.jobs.update(ctx, rec.ID, func(r *subjects.Record) bool { return r.Apply(ev) }); err != nil {
 		c.log.Error("could not mark job failed", "job", rec.ID, "err", err)

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -20,13 +22,20 @@ import (
 // lags its events by at most this much more.
 const holdRunning = 20 * time.Millisecond
 
-// A status event of a job without a record is tried unknownTries times,
-// unknownRetry apart, before it is dropped: the job's record may be stored
-// a moment after its request.
+// A status event of a job without a record is tried again, unknownRetry
+// apart, until unknownWait after the job's submit (its ID's time): the
+// record may be stored after the request, by a server slow just then.
 const (
-	unknownTries = 5
+	unknownWait  = 30 * time.Second
 	unknownRetry = 200 * time.Millisecond
 )
+
+// submittedWithin reports whether job id was submitted less than d ago,
+// by the time its ULID carries.
+func submittedWithin(id string, d time.Duration) bool {
+	u, err := ulid.ParseStrict(strings.ToUpper(id))
+	return err == nil && time.Since(ulid.Time(u.Time())) < d
+}
 
 // eventQueue is how many delivered events wait for the folding at most;
 // past it the consumer's delivery waits.
@@ -183,9 +192,9 @@ func (c *Coordinator) applyEvents(ctx context.Context, events []event) {
 	})
 	switch {
 	case errors.Is(err, errNoRecord):
-		// Its record may be on its way (see queue): try again a few times.
+		// Its record may be on its way (see queue): try again for a while.
 		for _, e := range events {
-			if meta, merr := e.m.Metadata(); merr == nil && meta.NumDelivered < unknownTries {
+			if submittedWithin(id, unknownWait) {
 				_ = e.m.NakWithDelay(unknownRetry)
 				continue
 			}

@@ -44,6 +44,9 @@ func (r *recent) put(rec subjects.Record, rev uint64, size int) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e, ok := r.recs[rec.ID]; ok && e.rev > rev {
+		return // a later write is remembered already
+	}
 	r.dropLocked(rec.ID)
 	if rec.State.Terminal() || size > recentMaxSize || len(r.recs) >= recentMaxRecs || r.bytes+size > recentMaxBytes {
 		return

@@ -47,8 +47,12 @@ func (r records) createAsync(rec subjects.Record) (*creating, error) {
 	}
 	// What KeyValue.Create publishes: the key's subject, expected empty.
 	m := &nats.Msg{Subject: "$KV." + r.kv.Bucket() + "." + rec.ID, Data: b}
+	// Noted before anything of the job can be folded in: a later note,
+	// an agent's report say, then replaces it, never the other way round.
+	r.live.note(rec)
 	f, err := r.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
+		r.live.forget(rec.ID)
 		return nil, fmt.Errorf("create record %s: %w", rec.ID, err)
 	}
 	return &creating{r: r, rec: rec, size: len(b), ack: f}, nil
@@ -58,10 +62,11 @@ func (r records) createAsync(rec subjects.Record) (*creating, error) {
 func (c *creating) wait(ctx context.Context) error {
 	ack, err := pubAck(ctx, c.ack)
 	if err != nil {
+		c.r.live.forget(c.rec.ID)
 		return fmt.Errorf("create record %s: %w", c.rec.ID, err)
 	}
+	// A report folded in meanwhile wrote a later revision, which stays.
 	c.r.recent.put(c.rec, ack.Sequence, c.size)
-	c.r.live.note(c.rec)
 	return nil
 }
 
