@@ -147,7 +147,7 @@ func TestJobRuns(t *testing.T) {
 	if !strings.HasPrefix(stdout, "hi\nfrom stdin\n") || !strings.HasSuffix(stdout, "no newline\n") {
 		t.Errorf("stdout %q", stdout)
 	}
-	if !strings.Contains(stdout, filepath.Join(r.ID, "sub")+"\n") {
+	if !strings.Contains(stdout, "/"+r.ID+".1/sub\n") {
 		t.Errorf("the job did not run in its own work directory: %q", stdout)
 	}
 	for _, want := range []string{"OUTPOST_JOB_ID=" + r.ID + "\n", "OUTPOST_ATTEMPT=1\n", "OUTPOST_TAG=a\n", "GREETING=hi\n"} {
