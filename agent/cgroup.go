@@ -12,9 +12,11 @@ import (
 type cgroupHost interface {
 	// version is "v1" or "v2".
 	version() string
-	// create makes the cgroup of job id with its limits (nil: none).
+	// create gives run id a cgroup with its limits (nil: none): a new one,
+	// or (v1) an empty one an earlier run left, named for neither.
 	create(id string, limits *subjects.Limits) (jobCgroup, error)
-	// close removes the agent's own cgroup once it is empty.
+	// close removes the cgroups kept for reuse, and then the agent's own
+	// once it is empty.
 	close()
 	// jobsDir is the directory, in one hierarchy, whose subdirectories
 	// are the jobs' cgroups.
@@ -24,6 +26,9 @@ type cgroupHost interface {
 // jobCgroup is one job's cgroup: every process the job starts is in it,
 // whatever process group or session it moves to.
 type jobCgroup interface {
+	// name is the cgroup's directory name under jobsDir, which the
+	// watchdog is told of.
+	name() string
 	// start starts cmd with its process inside the cgroup before the
 	// command runs anything.
 	start(cmd *exec.Cmd) error
@@ -32,7 +37,8 @@ type jobCgroup interface {
 	signal(sig syscall.Signal)
 	// usage reads what the job used so far.
 	usage() cgroupUsage
-	// remove kills whatever is left and removes the cgroup.
+	// remove kills whatever is left and removes the cgroup, or (v1) keeps
+	// it for a later run once it is empty.
 	remove() error
 }
 

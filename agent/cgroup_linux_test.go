@@ -13,6 +13,8 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"golang.org/x/sys/unix"
+
+	"github.com/outpost-run/outpost/subjects"
 )
 
 // The v2 driver on whatever v2 hierarchy this machine has: the system's
@@ -149,4 +151,79 @@ func alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// A kept v1 cgroup takes the next run's limits, and lifts them again for a
+// run without any; close removes it.
+func TestCgroupV1ReuseSetsLimits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: making cgroups needs root")
+	}
+	g, err := newV1("v1reuse-"+strconv.Itoa(os.Getpid()), "")
+	if err != nil {
+		t.Skipf("skipped: no cgroup v1 controllers (%v)", err)
+	}
+	t.Cleanup(g.close)
+	read := func(j *v1Job, c cgroup1.Name, file string) string {
+		b, err := os.ReadFile(filepath.Join(j.dirs[c], file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	cg, err := g.create("one", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := cg.(*v1Job)
+	if err := first.remove(); err != nil {
+		t.Fatal(err)
+	}
+	cg, err = g.create("two", &subjects.Limits{Memory: 32 << 20, CPU: 0.5, Pids: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cg.(*v1Job)
+	if j.name() != first.name() || !strings.HasPrefix(j.name(), "slot-") {
+		t.Fatalf("got cgroup %q, want %q again", j.name(), first.name())
+	}
+	want := map[string]string{"memory.limit_in_bytes": "33554432", "cpu.cfs_quota_us": "50000", "cpu.cfs_period_us": "100000", "pids.max": "5"}
+	if g.swap {
+		want["memory.memsw.limit_in_bytes"] = "33554432"
+	}
+	for file, v := range want {
+		c := cgroup1.Name(strings.SplitN(file, ".", 2)[0])
+		if got := read(j, c, file); got != v {
+			t.Errorf("%s: %s, want %s", file, got, v)
+		}
+	}
+	if err := j.remove(); err != nil {
+		t.Fatal(err)
+	}
+	cg, err = g.create("three", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = cg.(*v1Job)
+	if j.name() != first.name() || j.pids != 0 {
+		t.Fatalf("got cgroup %q (pids %d), want %q again without limits", j.name(), j.pids, first.name())
+	}
+	if got := read(j, cgroup1.Cpu, "cpu.cfs_quota_us"); got != "-1" {
+		t.Errorf("cpu.cfs_quota_us: %s, want -1", got)
+	}
+	if got := read(j, cgroup1.Pids, "pids.max"); got != "max" {
+		t.Errorf("pids.max: %s, want max", got)
+	}
+	if got, _ := strconv.ParseUint(read(j, cgroup1.Memory, "memory.limit_in_bytes"), 10, 64); got < 1<<40 {
+		t.Errorf("memory.limit_in_bytes: %d, want none", got)
+	}
+	if err := j.remove(); err != nil {
+		t.Fatal(err)
+	}
+	g.close()
+	for _, dir := range j.dirs {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there after close (%v)", dir, err)
+		}
+	}
 }

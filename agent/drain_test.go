@@ -19,7 +19,9 @@ import (
 func runAgent(t *testing.T, s *site, cfg agent.Config) (*agent.Agent, context.CancelFunc, func() error) {
 	t.Helper()
 	cfg.Conn = s.env.Dial(s.agentCreds)
-	cfg.WorkDir = t.TempDir()
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = t.TempDir()
+	}
 	cfg.Logger = s.env.Logs.Logger().With("part", "agent")
 	a, err := agent.New(cfg)
 	if err != nil {

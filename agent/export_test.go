@@ -53,3 +53,11 @@ func CgroupsUsable() error {
 	}
 	return err
 }
+
+// CgroupVersion is "v1" or "v2", or empty for an agent without cgroups.
+func (a *Agent) CgroupVersion() string {
+	if a.cgroups == nil {
+		return ""
+	}
+	return a.cgroups.version()
+}

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -181,5 +182,65 @@ func TestAgentWithoutCgroupsRefusesLimits(t *testing.T) {
 	rec = s.waitState(t, limited.ID, subjects.StateSucceeded)
 	if rec.Agent != "agent-b" {
 		t.Errorf("the job with limits ran on %s, want agent-b (with cgroups)", rec.Agent)
+	}
+}
+
+// A v1 agent keeps a job's cgroup once the job is done and gives it to
+// the next run (v2 makes one per run): the next job must find none of the
+// limits the last one asked for, and report none of its usage. The second
+// job needs more memory and more processes than the first was allowed,
+// and uses far less CPU.
+func TestCgroupReuseStartsClean(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	// A name of its own: its cgroup, outpost-agent-pool, is no other test's.
+	s.agentCreds = s.env.Creds(accounts.RoleAgent, "agent-pool", "a")
+	work := t.TempDir()
+	a, stop, wait := runAgent(t, s, agent.Config{Concurrency: 1, WorkDir: work})
+	if a.CgroupVersion() != "v1" {
+		t.Skipf("skipped: cgroups are %q here; only v1 keeps them", a.CgroupVersion())
+	}
+	const pidsLine = `grep -E '^[0-9]+:pids:' /proc/self/cgroup | cut -d: -f3`
+	first := s.submit(t, subjects.JobSpec{Tag: "a", Limits: &subjects.Limits{Memory: 16 << 20, Pids: 4},
+		Command: sh(`i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; ` + pidsLine)})
+	rec1 := s.waitState(t, first.ID, subjects.StateSucceeded)
+	// The cgroup goes back before the work directory goes (see run).
+	testenv.Eventually(t, "the first job to be tidied away", func() bool {
+		entries, err := os.ReadDir(work)
+		return err == nil && len(entries) == 0
+	})
+	second := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh(`
+		for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; echo forked all
+		head -c 40000000 /dev/zero | tail | wc -c
+		` + pidsLine + `; wait`)})
+	rec2 := s.waitState(t, second.ID, subjects.StateSucceeded)
+	out1, _, _ := s.output(t, first.ID)
+	out2, stderr2, _ := s.output(t, second.ID)
+	if !strings.Contains(out2, "forked all") || !strings.Contains(out2, "40000000") {
+		t.Errorf("the second job was held to the first one's limits:\nstdout %q\nstderr %q", out2, stderr2)
+	}
+	cg1 := strings.TrimSpace(out1)
+	lines2 := strings.Split(strings.TrimSpace(out2), "\n")
+	cg2 := lines2[len(lines2)-1]
+	if !strings.Contains(cg1, "/outpost-agent-pool/slot-") || cg1 != cg2 {
+		t.Errorf("the jobs ran in cgroups %q and %q; want one slot-* cgroup, reused", cg1, cg2)
+	}
+	t.Logf("CPU: first %.3f s, second %.3f s; peak memory of the second %d bytes", rec1.CPUSeconds, rec2.CPUSeconds, rec2.PeakMemoryBytes)
+	if rec1.CPUSeconds <= 0 || rec2.CPUSeconds >= rec1.CPUSeconds {
+		t.Errorf("CPU seconds: first %v, second %v; the second must not count the first's", rec1.CPUSeconds, rec2.CPUSeconds)
+	}
+	if rec2.PeakMemoryBytes < 16<<20 {
+		t.Errorf("the second job's peak memory %d is below what it used", rec2.PeakMemoryBytes)
+	}
+	stop()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ctrl := range []string{"memory", "cpu", "cpuacct", "pids"} {
+		left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctrl, filepath.Dir(cg1), "slot-*"))
+		if len(left) > 0 {
+			t.Errorf("cgroups left behind once the agent stopped: %v", left)
+		}
 	}
 }

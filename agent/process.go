@@ -130,12 +130,15 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		}
 	}
 	if cg != nil {
-		a.watch.addJob(run)
+		// The watchdog keeps a count per name, so a cgroup that another
+		// run takes up again before this removeJob stays in its sight.
+		name := cg.name()
+		a.watch.addJob(name)
 		tidy = append(tidy, func() {
 			if err := cg.remove(); err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
 			}
-			a.watch.removeJob(run)
+			a.watch.removeJob(name)
 		})
 	}
 	outR, outW, err := os.Pipe()

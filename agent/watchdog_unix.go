@@ -14,11 +14,12 @@ import (
 
 // watchdogScript keeps the set of the jobs' process groups that the agent
 // writes to it ("+ PGID", "- PGID"), the directory of the agent's job
-// cgroups ("c DIR") and the set of job runs in a cgroup there ("j NAME",
-// "u NAME"). When its input ends, when the agent exits or dies, however it
-// dies, it kills every group in its set and every process in those
-// cgroups and the cgroups below them; a process forked while a pass read
-// its cgroup is caught by the next pass.
+// cgroups ("c DIR") and the cgroups of running jobs there ("j NAME",
+// "u NAME"; a name listed twice needs two "u" to go). When its input
+// ends, when the agent exits or dies, however it dies, it kills every
+// group in its set and every process in those cgroups and the cgroups
+// below them; a process forked while a pass read its cgroup is caught by
+// the next pass.
 // It kills no other cgroup there: another agent process of the same name,
 // one that started while this one drained, has its own jobs.
 const watchdogScript = `groups=" " jobs=" " cg=""
@@ -113,12 +114,15 @@ func (w *watchdog) add(pgid int)    { w.send("+ " + strconv.Itoa(pgid)) }
 func (w *watchdog) remove(pgid int) { w.send("- " + strconv.Itoa(pgid)) }
 
 // cgroups tells the watchdog the directory whose subdirectories are the
-// jobs' cgroups, named by job ID. A job born inside its cgroup, which the
-// watchdog was told of before, needs no gate: the watchdog finds all of
-// it there, whatever process group or session it moved to.
+// jobs' cgroups. A job born inside its cgroup, which the watchdog was
+// told of before, needs no gate: the watchdog finds all of it there,
+// whatever process group or session it moved to.
 func (w *watchdog) cgroups(dir string) { w.send("c " + dir) }
 
-// addJob and removeJob tell the watchdog about a job's cgroup.
+// addJob and removeJob tell the watchdog about a job's cgroup, by its
+// name under that directory. It counts them: a name added twice (a pooled
+// v1 cgroup that a second run took up before the first run's removeJob)
+// stays until it was removed twice.
 func (w *watchdog) addJob(id string)    { w.send("j " + id) }
 func (w *watchdog) removeJob(id string) { w.send("u " + id) }
 
