@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -67,12 +69,14 @@ type v1 struct {
 	home cgroup1.Cgroup
 	swap bool // memory.memsw exists: swap counts against the memory limit
 
-	// Job cgroups are named slot-<pid>-<n>, not for a job, so that an
+	// Job cgroups are named slot-<token>-<n>, not for a job, so that an
 	// empty one can serve the next run without a mkdir and rmdir in each
 	// hierarchy.
 	mu     sync.Mutex
 	pool   []*v1Job // empty cgroups for reuse, none of them running
 	closed bool     // close ran: a cgroup removed now is not kept
+	token  string   // random, in every slot's name
+	slots  atomic.Uint64
 }
 
 // v1Controllers are the controllers a job's cgroup needs: its limits, and
@@ -99,7 +103,11 @@ func newV1(agent, parent string) (*v1, error) {
 		}
 		subs = append(subs, s)
 	}
-	g := &v1{hierarchy: func() ([]cgroup1.Subsystem, error) { return subs, nil }}
+	token := make([]byte, 4)
+	if _, err := rand.Read(token); err != nil {
+		return nil, fmt.Errorf("cgroup v1: %w", err)
+	}
+	g := &v1{hierarchy: func() ([]cgroup1.Subsystem, error) { return subs, nil }, token: hex.EncodeToString(token)}
 	// Where the agent is now, read once: while a job starts, one of its
 	// threads is in the job's cgroup, and may be the one /proc/self shows.
 	home := map[cgroup1.Name]string{}
@@ -174,15 +182,11 @@ func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 		// say): a new one has nothing left over.
 		_ = j.rmdir()
 	}
-	// Unique among the agents of this process, and those of other
-	// processes beside it: agents of the same name share their cgroup
-	// (one that drains beside its successor, say).
-	slot := "slot-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(v1Slots.Add(1), 10)
+	// Unique among the agents of one name, which share their cgroup (one
+	// that drains beside its successor, say): the host's own random token.
+	slot := "slot-" + g.token + "-" + strconv.FormatUint(g.slots.Add(1), 10)
 	return g.make(slot, limits)
 }
-
-// v1Slots counts the slot names given out in this process.
-var v1Slots atomic.Uint64
 
 // make makes a new cgroup with the given limits.
 func (g *v1) make(slot string, limits *subjects.Limits) (*v1Job, error) {
