@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"os/exec"
 	"syscall"
 
@@ -62,3 +63,7 @@ type CgroupOptions struct {
 	// process.
 	Parent string
 }
+
+// errJobCgroup marks a job's start that failed in its cgroup rather than
+// in the exec: its error says nothing about the command.
+var errJobCgroup = errors.New("the job's cgroup")

@@ -37,8 +37,11 @@ const cfsPeriod = 100_000
 const poolSize = 16
 
 // removeWait bounds how long removing a job's cgroup waits for its killed
-// processes to be gone.
-const removeWait = 10 * time.Second
+// processes to be gone, and rmdirWait how long it then tries to remove it.
+const (
+	removeWait = 10 * time.Second
+	rmdirWait  = 5 * time.Second
+)
 
 // newCgroups finds the cgroup hierarchy and makes the agent's own cgroup,
 // outpost-<agent>, under opt.Parent. Its error says why this agent cannot
@@ -148,7 +151,12 @@ func (g *v1) close() {
 	for _, j := range pool {
 		_ = j.rmdir()
 	}
-	_ = g.own.Delete()
+	// Only if it is empty: agents of the same name share it (one that
+	// drains beside its successor, say), and the cgroups library would
+	// remove the other's empty job cgroups with it.
+	for _, dir := range g.dirs("") {
+		_ = os.Remove(dir)
+	}
 }
 
 // jobsDir is the agent's cgroup in the pids hierarchy, which every job's
@@ -327,7 +335,7 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 			if j.host.home.AddTask(tid) == nil {
 				runtime.UnlockOSThread()
 			}
-			errc <- fmt.Errorf("join the job's cgroup: %w", err)
+			errc <- fmt.Errorf("%w: join it: %w", errJobCgroup, err)
 			return
 		}
 		err := cmd.Start()
@@ -337,7 +345,7 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 			if err == nil {
 				j.signal(syscall.SIGKILL)
 				_ = cmd.Wait()
-				err = fmt.Errorf("leave the job's cgroup: %w", herr)
+				err = fmt.Errorf("%w: leave it: %w", errJobCgroup, herr)
 			}
 			errc <- err
 			return
@@ -351,7 +359,7 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 	if j.pids > 0 {
 		if err := j.cg.Update(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &j.pids}}); err != nil {
 			j.signal(syscall.SIGKILL)
-			return fmt.Errorf("set the pids limit: %w", err)
+			return fmt.Errorf("%w: set the pids limit: %w", errJobCgroup, err)
 		}
 	}
 	return nil
@@ -533,17 +541,19 @@ func removeCgroupDir(dir string) error {
 			}
 		}
 	}
-	delay := 10 * time.Millisecond
-	for try := 0; ; try++ {
+	// On a busy machine the kernel may take a while to let the cgroup go
+	// (it waits for RCU grace periods), so the tries go on for seconds.
+	delay, deadline := 10*time.Millisecond, time.Now().Add(rmdirWait)
+	for {
 		err := os.Remove(dir)
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		if !errors.Is(err, unix.EBUSY) || try == 4 {
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return fmt.Errorf("remove cgroup %s: %w", dir, err)
 		}
 		time.Sleep(delay)
-		delay *= 2
+		delay = min(2*delay, 500*time.Millisecond)
 	}
 }
 
@@ -613,7 +623,8 @@ func newV2(mount, agent, parent string, need []string) (*v2, error) {
 
 func (g *v2) version() string { return "v2" }
 
-func (g *v2) close() { _ = g.own.Delete() }
+// close removes the agent's own cgroup if it is empty (see v1's).
+func (g *v2) close() { _ = os.Remove(filepath.Join(g.mount, g.path)) }
 
 func (g *v2) jobsDir() string { return filepath.Join(g.mount, g.path) }
 
@@ -660,7 +671,7 @@ func (j *v2Job) name() string { return j.id }
 func (j *v2Job) start(cmd *exec.Cmd) error {
 	fd, err := unix.Open(j.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open the job's cgroup: %w", err)
+		return fmt.Errorf("%w: open it: %w", errJobCgroup, err)
 	}
 	defer unix.Close(fd)
 	if cmd.SysProcAttr == nil {

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -237,10 +238,87 @@ func TestCgroupReuseStartsClean(t *testing.T) {
 	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ctrl := range []string{"memory", "cpu", "cpuacct", "pids"} {
-		left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctrl, filepath.Dir(cg1), "slot-*"))
-		if len(left) > 0 {
-			t.Errorf("cgroups left behind once the agent stopped: %v", left)
+	// The memory controller's cgroups may lie elsewhere than the pids
+	// one's: look in every hierarchy.
+	var left []string
+	_ = filepath.WalkDir("/sys/fs/cgroup", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && strings.HasPrefix(d.Name(), "slot-") && filepath.Base(filepath.Dir(path)) == "outpost-agent-pool" {
+			left = append(left, path)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Errorf("cgroups left behind once the agent stopped: %v", left)
+	}
+}
+
+// Two agents of one name share their cgroup (one drains beside its
+// successor, say). The one that stops removes its own job cgroups and
+// nothing of the other's: the other's kept cgroup is still there, and its
+// next job runs in it.
+func TestAgentOfTheSameNameKeepsItsCgroups(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	// A name of its own: its cgroup, outpost-agent-twin, is no other test's.
+	s.agentCreds = s.env.Creds(accounts.RoleAgent, "agent-twin", "a")
+	first, stopFirst, waitFirst := runAgent(t, s, agent.Config{Concurrency: 1})
+	if first.CgroupVersion() != "v1" {
+		t.Skipf("skipped: cgroups are %q here; only v1 keeps them", first.CgroupVersion())
+	}
+	_, stopSecond, waitSecond := runAgent(t, s, agent.Config{Concurrency: 1})
+	defer func() { stopSecond(); _ = waitSecond() }()
+	const pidsLine = `grep -E '^[0-9]+:pids:' /proc/self/cgroup | cut -d: -f3`
+	// Two jobs that wait for each other take one agent each.
+	gate := filepath.Join(t.TempDir(), "gate")
+	var ids []string
+	for range 2 {
+		r := s.submit(t, subjects.JobSpec{Tag: "a", Env: map[string]string{"GATE": gate},
+			Command: sh(`while [ ! -e "$GATE" ]; do sleep 0.01; done; ` + pidsLine)})
+		ids = append(ids, r.ID)
+	}
+	testenv.Eventually(t, "both jobs to run", func() bool {
+		for _, id := range ids {
+			if r, err := s.alice.Get(testenv.Context(t), id); err != nil || r.State != subjects.StateRunning {
+				return false
+			}
+		}
+		return true
+	})
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cgs []string
+	for _, id := range ids {
+		s.waitState(t, id, subjects.StateSucceeded)
+		out, _, _ := s.output(t, id)
+		cgs = append(cgs, strings.TrimSpace(out))
+	}
+	if cgs[0] == cgs[1] || !strings.Contains(cgs[0], "/outpost-agent-twin/slot-") {
+		t.Fatalf("the jobs ran in cgroups %q; want a slot-* of each agent", cgs)
+	}
+	dir := func(cg string) string { return filepath.Join("/sys/fs/cgroup/pids", cg) }
+	testenv.Eventually(t, "both agents to keep their job's cgroup", func() bool {
+		for _, cg := range cgs {
+			if _, err := os.Stat(dir(cg)); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	stopFirst()
+	if err := waitFirst(); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for _, cg := range cgs {
+		if _, err := os.Stat(dir(cg)); err == nil {
+			kept++
 		}
 	}
+	if kept != 1 {
+		t.Fatalf("%d of the two agents' kept cgroups remain once one agent stopped; want the other's", kept)
+	}
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh(pidsLine)})
+	s.waitState(t, r.ID, subjects.StateSucceeded)
 }

@@ -180,6 +180,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	if err != nil {
 		outR.Close()
 		errR.Close()
+		if errors.Is(err, errJobCgroup) {
+			return failed(-1, "%v", err), <-reported
+		}
 		return startFailure(job.Command[0], err), <-reported
 	}
 	p := &process{cmd: cmd, group: newProcGroup(cmd.Process), cg: cg, done: make(chan struct{})}
