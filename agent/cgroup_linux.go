@@ -72,7 +72,7 @@ type v1 struct {
 	home cgroup1.Cgroup
 	swap bool // memory.memsw exists: swap counts against the memory limit
 
-	// Job cgroups are named slot-<token>-<n>, not for a job, so that an
+	// Job cgroups are named slot-<pid>-<token>-<n>, not for a job, so that an
 	// empty one can serve the next run without a mkdir and rmdir in each
 	// hierarchy.
 	mu     sync.Mutex
@@ -134,6 +134,7 @@ func newV1(agent, parent string) (*v1, error) {
 	if g.own, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("cgroup v1: make the agent's cgroup: %w", err)
 	}
+	g.removeDeadSlots()
 	mem, _ := g.path("")(cgroup1.Memory)
 	_, err = os.Stat(filepath.Join(subs[0].(interface{ Path(string) string }).Path(mem), "memory.memsw.limit_in_bytes"))
 	g.swap = err == nil
@@ -172,6 +173,27 @@ func (g *v1) jobsDir() string {
 	return ""
 }
 
+// removeDeadSlots removes the kept cgroups that agents of this name left
+// when they died (their watchdog killed what ran in them, but removes no
+// cgroup): those whose agent process, named in the cgroup's name, is gone.
+// A cgroup that is not empty stays.
+func (g *v1) removeDeadSlots() {
+	entries, _ := os.ReadDir(g.jobsDir())
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "slot-%d-", &pid); err != nil || !e.IsDir() || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue
+		}
+		dirs := g.dirs(e.Name())
+		if procs, err := cgroupProcs(dirs[cgroup1.Pids]); err == nil && len(procs) == 0 {
+			_ = (&v1Job{dirs: dirs}).rmdir()
+		}
+	}
+}
+
 // create takes a kept cgroup if there is one, and sets its limits anew;
 // id, the run's name, is not the cgroup's: a kept cgroup outlives its run.
 func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
@@ -192,7 +214,7 @@ func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 	}
 	// Unique among the agents of one name, which share their cgroup (one
 	// that drains beside its successor, say): the host's own random token.
-	slot := "slot-" + g.token + "-" + strconv.FormatUint(g.slots.Add(1), 10)
+	slot := "slot-" + strconv.Itoa(os.Getpid()) + "-" + g.token + "-" + strconv.FormatUint(g.slots.Add(1), 10)
 	return g.make(slot, limits)
 }
 

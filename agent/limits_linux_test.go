@@ -2,8 +2,10 @@ package agent_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -321,4 +323,61 @@ func TestAgentOfTheSameNameKeepsItsCgroups(t *testing.T) {
 	}
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh(pidsLine)})
 	s.waitState(t, r.ID, subjects.StateSucceeded)
+}
+
+// An agent that died left its kept cgroups (its watchdog killed what ran
+// in them, but removes no cgroup). The next agent of its name removes
+// them when it starts, if they are empty; those of a live agent stay.
+func TestDeadAgentsCgroupsRemoved(t *testing.T) {
+	needCgroups(t)
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.agentCreds = s.env.Creds(accounts.RoleAgent, "agent-heir", "a")
+	// A process that is gone, and so is its pid, for a while.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("slot-%d-dead-1", gone.Process.Pid)
+	live := fmt.Sprintf("slot-%d-live-1", os.Getpid())
+	var dirs []string
+	// The agent's cgroups lie under this process's own, in each hierarchy.
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := map[string]string{}
+	for line := range strings.Lines(string(self)) {
+		if f := strings.SplitN(strings.TrimSpace(line), ":", 3); len(f) == 3 {
+			home[f[1]] = f[2]
+		}
+	}
+	for _, ctrl := range []string{"pids", "cpu", "cpuacct"} {
+		for _, name := range []string{dead, live} {
+			d := filepath.Join("/sys/fs/cgroup", ctrl, home[ctrl], "outpost-agent-heir", name)
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Skipf("skipped: cannot make v1 cgroups here: %v", err)
+			}
+			dirs = append(dirs, d)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
+	a, stop, wait := runAgent(t, s, agent.Config{Concurrency: 1})
+	defer func() { stop(); _ = wait() }()
+	if a.CgroupVersion() != "v1" {
+		t.Skipf("skipped: cgroups are %q here; only v1 keeps them", a.CgroupVersion())
+	}
+	for _, d := range dirs {
+		_, err := os.Stat(d)
+		if strings.HasSuffix(d, dead) && err == nil {
+			t.Errorf("the dead agent's cgroup %s is still there", d)
+		}
+		if strings.HasSuffix(d, live) && err != nil {
+			t.Errorf("a live agent's cgroup %s was removed: %v", d, err)
+		}
+	}
 }
