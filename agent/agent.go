@@ -412,8 +412,13 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 
 // waitConnected waits until the connection is up, and reports false if
 // ctx ended first.
-func (a *Agent) waitConnected(ctx context.Context) bool {
-	for !a.conn.IsConnected() {
+func (a *Agent) waitConnected(ctx context.Context) bool { return waitUntil(ctx, a.conn.IsConnected) }
+
+// waitUntil polls cond until it holds, and reports false if ctx ended
+// first. nats.go tells of a reconnect only to listeners registered
+// beforehand, and a poll this slow costs nothing.
+func waitUntil(ctx context.Context, cond func() bool) bool {
+	for !cond() {
 		select {
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():

@@ -38,6 +38,14 @@ func newSite(t *testing.T, limits coordinator.Limits) *site {
 	return newSiteWith(t, coordinator.Config{Limits: limits})
 }
 
+// quickLimits are the coordinator's defaults with an ack wait of a second,
+// for tests that wait one out.
+func quickLimits() coordinator.Limits {
+	l := coordinator.DefaultLimits
+	l.AckWait = time.Second
+	return l
+}
+
 // newSiteWith is newSite with a coordinator configured by cfg.
 func newSiteWith(t *testing.T, cfg coordinator.Config) *site {
 	t.Helper()
@@ -255,9 +263,7 @@ func TestTerminalStatusStoredBeforeAck(t *testing.T) {
 // second.
 func TestMaxAttempts(t *testing.T) {
 	t.Parallel()
-	limits := coordinator.DefaultLimits
-	limits.AckWait = time.Second
-	s := newSite(t, limits)
+	s := newSite(t, quickLimits())
 	dir := t.TempDir()
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, MaxAttempts: 1, Command: sh("touch ran")})
 

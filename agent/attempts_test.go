@@ -68,9 +68,7 @@ func TestNakCountsAsAnAttempt(t *testing.T) {
 // not killed would show.
 func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 	t.Parallel()
-	limits := coordinator.DefaultLimits
-	limits.AckWait = time.Second
-	s := newSite(t, limits)
+	s := newSite(t, quickLimits())
 	dir := t.TempDir()
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh(`echo $$ > "tmp.$OUTPOST_ATTEMPT"; mv "tmp.$OUTPOST_ATTEMPT" "pid.$OUTPOST_ATTEMPT"
 echo "attempt $OUTPOST_ATTEMPT"
@@ -205,9 +203,7 @@ func TestLostRequestRequeued(t *testing.T) {
 // 50 ms, with an ack wait of a second.
 func newLostCheckSite(t *testing.T) *site {
 	t.Helper()
-	limits := coordinator.DefaultLimits
-	limits.AckWait = time.Second
-	return newSiteWith(t, coordinator.Config{Limits: limits, LostCheck: 50 * time.Millisecond})
+	return newSiteWith(t, coordinator.Config{Limits: quickLimits(), LostCheck: 50 * time.Millisecond})
 }
 
 // TestEndedJobDeliveredAgainIsNotRun: a server killed before it saved a

@@ -65,7 +65,6 @@ func newCgroups(agent string, opt CgroupOptions) (cgroupHost, error) {
 // path under each controller it needs.
 type v1 struct {
 	hierarchy cgroup1.Hierarchy
-	own       cgroup1.Cgroup // the agent's own: outpost-<agent>
 	path      func(job string) cgroup1.Path
 	// home is the agent process's cgroup, where the thread that started a
 	// job goes back to (see start).
@@ -115,14 +114,15 @@ func newV1(agent, parent string) (*v1, error) {
 	// threads is in the job's cgroup, and may be the one /proc/self shows.
 	home := map[cgroup1.Name]string{}
 	for _, s := range subs {
+		if parent != "" {
+			home[s.Name()] = filepath.Join("/", parent)
+			continue
+		}
 		p, err := cgroup1.NestedPath("")(s.Name())
 		if err != nil {
 			return nil, fmt.Errorf("cgroup v1: the agent's own %s cgroup: %w", s.Name(), err)
 		}
 		home[s.Name()] = p
-		if parent != "" {
-			home[s.Name()] = filepath.Join("/", parent)
-		}
 	}
 	base := "outpost-" + agent
 	g.path = func(job string) cgroup1.Path {
@@ -131,12 +131,11 @@ func newV1(agent, parent string) (*v1, error) {
 	if g.home, err = cgroup1.Load(cgroup1.NestedPath(""), cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("cgroup v1: the agent's own cgroup: %w", err)
 	}
-	if g.own, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
+	if _, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("cgroup v1: make the agent's cgroup: %w", err)
 	}
 	g.removeDeadSlots()
-	mem, _ := g.path("")(cgroup1.Memory)
-	_, err = os.Stat(filepath.Join(subs[0].(interface{ Path(string) string }).Path(mem), "memory.memsw.limit_in_bytes"))
+	_, err = os.Stat(filepath.Join(g.dirs("")[cgroup1.Memory], "memory.memsw.limit_in_bytes"))
 	g.swap = err == nil
 	return g, nil
 }
@@ -162,16 +161,7 @@ func (g *v1) close() {
 
 // jobsDir is the agent's cgroup in the pids hierarchy, which every job's
 // cgroup is in.
-func (g *v1) jobsDir() string {
-	subs, _ := g.hierarchy()
-	for _, s := range subs {
-		if s.Name() == cgroup1.Pids {
-			p, _ := g.path("")(cgroup1.Pids)
-			return s.(interface{ Path(string) string }).Path(p)
-		}
-	}
-	return ""
-}
+func (g *v1) jobsDir() string { return g.dirs("")[cgroup1.Pids] }
 
 // removeDeadSlots removes the kept cgroups that agents of this name left
 // when they died (their watchdog killed what ran in them, but removes no
@@ -220,32 +210,17 @@ func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 
 // make makes a new cgroup with the given limits.
 func (g *v1) make(slot string, limits *subjects.Limits) (*v1Job, error) {
-	res := &specs.LinuxResources{}
-	var pids int64
-	if l := limits; l != nil {
-		if l.Memory > 0 {
-			m := int64(l.Memory)
-			res.Memory = &specs.LinuxMemory{Limit: &m}
-			if g.swap {
-				res.Memory.Swap = &m
-			}
-		}
-		if l.CPU > 0 {
-			quota, period := int64(float64(l.CPU)*cfsPeriod), uint64(cfsPeriod)
-			res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
-		}
-		if l.Pids > 0 {
-			// One more while the agent's thread is inside (see start).
-			pids = int64(l.Pids)
-			more := pids + 1
-			res.Pids = &specs.LinuxPids{Limit: &more}
-		}
-	}
-	cg, err := cgroup1.New(g.path(slot), res, cgroup1.WithHierarchy(g.hierarchy))
+	cg, err := cgroup1.New(g.path(slot), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy))
 	if err != nil {
 		return nil, fmt.Errorf("make cgroup: %w", err)
 	}
-	return &v1Job{host: g, cg: cg, slot: slot, pids: pids, dirs: g.dirs(slot)}, nil
+	j := &v1Job{host: g, cg: cg, slot: slot, dirs: g.dirs(slot)}
+	// One way to set limits, for a new cgroup as for a kept one.
+	if err := j.reset(limits); err != nil {
+		_ = j.rmdir()
+		return nil, err
+	}
+	return j, nil
 }
 
 // dirs are the directories of job id's cgroup, by controller (two

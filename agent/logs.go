@@ -400,12 +400,7 @@ func (p *publisher) send(ctx context.Context, m *nats.Msg) {
 	// While the link is down a publish would only pile up in the client's
 	// reconnect buffer, where it may be lost; the queue here holds it.
 	if !p.connected() {
-		for !p.connected() && ctx.Err() == nil {
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
-			}
-		}
+		waitUntil(ctx, p.connected)
 		// What the drop failed goes again first, so that the stream keeps
 		// the lines in order where it can.
 		p.reap(ctx)

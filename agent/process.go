@@ -160,17 +160,14 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 			a.watch.add(cmd.Process.Pid)
 		}
 	}
-	if cg == nil {
-		if open, err = a.watch.gate(cmd); err != nil {
-			outR.Close()
-			outW.Close()
-			errR.Close()
-			errW.Close()
-			return failed(-1, "pipe: %v", err), <-reported
-		}
-	}
 	if cg != nil {
 		err = cg.start(cmd)
+	} else if open, err = a.watch.gate(cmd); err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return failed(-1, "pipe: %v", err), <-reported
 	} else {
 		err = cmd.Start()
 	}
@@ -236,9 +233,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 					if l.text, held[l.stream] = mask.Chunk(held[l.stream], l.text); len(l.text) == 0 {
 						continue
 					}
-				} else {
-					l.text = mask.Line(append(held[l.stream], l.text...))
+				} else if h, ok := held[l.stream]; ok {
+					l.text = mask.Line(append(h, l.text...))
 					delete(held, l.stream)
+				} else {
+					l.text = mask.Line(l.text)
 				}
 				lines <- l
 			}

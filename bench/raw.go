@@ -162,13 +162,6 @@ func (r *rawBus) workers(ctx context.Context, n int, exec bool) (stop func() err
 	}
 }
 
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // latency sends n jobs one at a time through the raw loop (one worker, no
 // exec) and returns, for each, the time from its publish to a watcher
 // seeing its status. One job more goes first to warm the path up, and is

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func (b *bench) fanIn(ctx context.Context, n int, window time.Duration) (cpuPerc
 			defer running.Done()
 			if err := a.Run(actx); err != nil {
 				mu.Lock()
-				failed = cmpOr(failed, err)
+				failed = cmp.Or(failed, err)
 				mu.Unlock()
 			}
 		}()
@@ -192,7 +193,7 @@ func parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, 
 				}
 				if err := fn(ctx, i); err != nil {
 					mu.Lock()
-					first = cmpOr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 					cancel()
 					return

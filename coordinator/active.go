@@ -40,9 +40,6 @@ func activeOf(rec subjects.Record) activeJob {
 
 // note takes a record as it now stands.
 func (a *active) note(rec subjects.Record) {
-	if a == nil {
-		return
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	j := activeOf(rec)

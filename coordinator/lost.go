@@ -150,7 +150,8 @@ func (l *lost) stuck(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 {
+		// Consumer fetched the info already.
+		if ci := cons.CachedInfo(); ci.NumPending == 0 && ci.NumAckPending == 0 {
 			drained[tag] = true
 		}
 	}

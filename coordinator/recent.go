@@ -39,9 +39,6 @@ func newRecent() *recent { return &recent{recs: map[string]recentRecord{}} }
 // put remembers rec as written at rev, its JSON size bytes long, or
 // forgets it if it ended or does not fit.
 func (r *recent) put(rec subjects.Record, rev uint64, size int) {
-	if r == nil {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.recs[rec.ID]; ok && e.rev > rev {
@@ -57,9 +54,6 @@ func (r *recent) put(rec subjects.Record, rev uint64, size int) {
 
 // get returns the record of id as last written here, and its revision.
 func (r *recent) get(id string) (subjects.Record, uint64, bool) {
-	if r == nil {
-		return subjects.Record{}, 0, false
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.recs[id]
@@ -69,9 +63,6 @@ func (r *recent) get(id string) (subjects.Record, uint64, bool) {
 // retain forgets the records of the jobs keep does not keep: those that
 // ended, or whose records expired, without a write of this coordinator.
 func (r *recent) retain(keep func(id string) bool) {
-	if r == nil {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.recs {
@@ -83,9 +74,6 @@ func (r *recent) retain(keep func(id string) bool) {
 
 // drop forgets the record of id.
 func (r *recent) drop(id string) {
-	if r == nil {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropLocked(id)

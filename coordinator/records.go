@@ -21,10 +21,10 @@ type records struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
 	m  *metrics // observes every change of state; may be nil
-	// live follows every record written or read back for a write; may be nil.
+	// live follows every record written or read back for a write.
 	live *active
 	// recent holds the records of unfinished jobs as last written here, so
-	// that a change is one write, not a read and a write; may be nil.
+	// that a change is one write, not a read and a write.
 	recent *recent
 }
 

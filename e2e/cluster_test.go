@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,19 +41,13 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 		servers[i] = startProc(t, dir, env, bins.natsServer, "-c", filepath.Join(data, "cluster.conf"))
 		urls = append(urls, "nats://127.0.0.1:"+strconv.Itoa(client[i]))
 	}
+	for _, s := range servers {
+		waitServerReady(t, s)
+	}
 	testenv.EventuallyWithin(t, startTimeout, "the nodes to elect a JetStream meta leader", func() bool {
-		ready, leader := 0, false
-		for i, s := range servers {
-			if s.exited() {
-				t.Fatalf("node n%d exited:\n%s", i+1, tail(s.stderr.String(), 20))
-			}
-			log := s.stderr.String()
-			if strings.Contains(log, "Server is ready") {
-				ready++
-			}
-			leader = leader || strings.Contains(log, "Self is new JetStream cluster metadata leader")
-		}
-		return ready == nodes && leader
+		return slices.ContainsFunc(servers[:], func(s *proc) bool {
+			return strings.Contains(s.stderr.String(), "Self is new JetStream cluster metadata leader")
+		})
 	})
 	all := strings.Join(urls, ",")
 	c := startCoordinator(t, coordOptions{data: data, natsURL: all, noLocalAgent: true, args: []string{"--replicas", "3"}})
@@ -65,10 +60,7 @@ func TestClusterSurvivesANodeLoss(t *testing.T) {
 		`i=0; while [ ! -e "$GATE" ] || [ $i -lt 300 ]; do i=$((i+1)); echo "line $i"; sleep 0.005; done`)
 	c.admin.waitState(t, id, "running")
 	// Kill the first node while the job prints.
-	if err := servers[0].cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-servers[0].done
+	servers[0].kill(t)
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,15 @@ func (p *proc) exited() bool {
 }
 
 // wait waits for the process to exit on its own and returns its exit code.
+// kill SIGKILLs the process, as a crash would, and waits for it to be gone.
+func (p *proc) kill(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill %s: %v", p.name, err)
+	}
+	p.wait(t, stopTimeout)
+}
+
 func (p *proc) wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
 	select {

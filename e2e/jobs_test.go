@@ -415,10 +415,7 @@ func TestJobOfALostAgentRunsAgain(t *testing.T) {
 		return err == nil && aerr == nil
 	})
 	c.admin.waitState(t, id, "running")
-	if err := first.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	first.wait(t, stopTimeout)
+	first.kill(t)
 
 	c.startAgent(t, "local-agent")
 	testenv.EventuallyWithin(t, jobTimeout, "a later attempt to start", func() bool {

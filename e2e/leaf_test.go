@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/outpost-run/outpost/client"
@@ -36,11 +33,11 @@ func TestLeafNodeSite(t *testing.T) {
 	site := c.issue(t, "agent", "site-x", "--tag", "x", "--leaf")
 
 	// The site's only way to the hub, which the test can cut.
-	link := newLinkCutter(t, "127.0.0.1:"+strconv.Itoa(leafPort))
+	link := testenv.NewProxy(t, "nats://127.0.0.1:"+strconv.Itoa(leafPort))
 	sitePort := freePort(t)
 	leaf := startProc(t, dir, baseEnv(
 		"OUTPOST_LISTEN=127.0.0.1:"+strconv.Itoa(sitePort),
-		`OUTPOST_HUB=["nats-leaf://`+link.addr()+`"]`,
+		`OUTPOST_HUB=["nats-leaf://`+strings.TrimPrefix(link.URL(), "nats://")+`"]`,
 		"OUTPOST_SITE_CREDS="+site,
 	), bins.natsServer, "-c", filepath.Join(data, "leaf.conf"))
 	waitServerReady(t, leaf)
@@ -57,7 +54,7 @@ func TestLeafNodeSite(t *testing.T) {
 	id := c.admin.submit(t, "--tag", "x", "--env", "GATE="+gate, "--", "sh", "-c",
 		`echo before; while [ ! -e "$GATE" ]; do sleep 0.02; done; i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo "cut $i"; done; echo after`)
 	c.admin.waitState(t, id, "running")
-	link.cut()
+	link.Cut()
 	testenv.EventuallyWithin(t, startTimeout, "the leaf node to notice the cut", func() bool {
 		return strings.Contains(leaf.stderr.String(), "Leafnode connection closed")
 	})
@@ -65,7 +62,7 @@ func TestLeafNodeSite(t *testing.T) {
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	link.restore()
+	link.Restore()
 	rec := c.admin.waitState(t, id)
 	if rec.State != "succeeded" || rec.Attempt != 1 {
 		t.Fatalf("after the cut the job ended %s on attempt %d (%s)", rec.State, rec.Attempt, rec.Error)
@@ -103,12 +100,8 @@ func initWithDeployConfs(t *testing.T, confs ...string) (dir, data string) {
 	if r := runCmd(t, dir, baseEnv(), bin("coordinator"), "init", "--data", data); r.code != 0 {
 		t.Fatalf("coordinator init:\n%s", r)
 	}
-	root, err := testenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, f := range confs {
-		b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", f))
+		b, err := os.ReadFile(deployPath(t, "nats", f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,72 +121,4 @@ func waitServerReady(t *testing.T, p *proc) {
 		}
 		return strings.Contains(p.stderr.String(), "Server is ready")
 	})
-}
-
-// linkCutter forwards TCP connections to a target, like the network path
-// between a site and the hub, until it is cut: then it drops every
-// connection and refuses new ones until restored.
-type linkCutter struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	up    bool
-	conns []net.Conn
-}
-
-func newLinkCutter(t *testing.T, target string) *linkCutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &linkCutter{ln: ln, target: target, up: true}
-	t.Cleanup(func() { ln.Close(); l.cut() })
-	go l.serve()
-	return l
-}
-
-func (l *linkCutter) addr() string { return l.ln.Addr().String() }
-
-func (l *linkCutter) serve() {
-	for {
-		in, err := l.ln.Accept()
-		if err != nil {
-			return
-		}
-		l.mu.Lock()
-		up := l.up
-		l.mu.Unlock()
-		if !up {
-			in.Close()
-			continue
-		}
-		out, err := net.Dial("tcp", l.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		l.mu.Lock()
-		l.conns = append(l.conns, in, out)
-		l.mu.Unlock()
-		go func() { _, _ = io.Copy(out, in); out.Close() }()
-		go func() { _, _ = io.Copy(in, out); in.Close() }()
-	}
-}
-
-func (l *linkCutter) cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.up = false
-	for _, c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
-}
-
-func (l *linkCutter) restore() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.up = true
 }

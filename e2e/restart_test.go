@@ -38,10 +38,7 @@ func TestRestartsMidRun(t *testing.T) {
 			// look for it.
 			args: []string{"--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))}})
 		runThroughRestart(t, c, func() {
-			if err := c.proc.cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			c.proc.wait(t, stopTimeout)
+			c.proc.kill(t)
 		}, func() { c.start(t) })
 	})
 	t.Run("server killed", func(t *testing.T) {

@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -184,12 +186,11 @@ func (h *soak) watch() {
 	}
 	h.t.Cleanup(nc.Close)
 	_, err = nc.Subscribe("outpost.live.soak.*.*.status", func(m *nats.Msg) {
-		for _, s := range []string{"succeeded", "failed", "stopped", "timed_out"} {
-			if bytes.Contains(m.Data, []byte(`"state":"`+s+`"`)) {
-				h.mu.Lock()
-				h.ended[strings.Split(m.Subject, ".")[4]] = true
-				h.mu.Unlock()
-			}
+		var ev statusEvent
+		if json.Unmarshal(m.Data, &ev) == nil && terminal(ev.State) {
+			h.mu.Lock()
+			h.ended[strings.Split(m.Subject, ".")[4]] = true
+			h.mu.Unlock()
 		}
 	})
 	if err != nil {
@@ -230,26 +231,18 @@ func (h *soak) faults() {
 	for i := range h.cfg.kills {
 		plan = append(plan, fault{0.05 + 0.75*float64(i)/float64(h.cfg.kills), "kill"})
 	}
-	slices.SortFunc(plan, func(a, b fault) int {
-		return strings.Compare(fmt.Sprintf("%.3f", a.at), fmt.Sprintf("%.3f", b.at))
-	})
+	slices.SortFunc(plan, func(a, b fault) int { return cmp.Compare(a.at, b.at) })
 	for _, f := range plan {
 		testenv.EventuallyWithin(h.t, h.cfg.timeout, fmt.Sprintf("%.0f%% of the jobs to end", 100*f.at), func() bool { return h.progress() >= f.at })
 		start, at := time.Now(), h.progress()
 		switch f.what {
 		case "kill":
 			a := h.agent[h.rng.IntN(len(h.agent))]
-			if err := a.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				h.t.Fatal(err)
-			}
-			a.proc.wait(h.t, stopTimeout)
+			a.proc.kill(h.t)
 			h.kills = append(h.kills, kill{at: start, agent: a.name})
 			h.startAgent(a)
 		case "coordinator":
-			if err := h.c.proc.cmd.Process.Kill(); err != nil {
-				h.t.Fatal(err)
-			}
-			h.c.proc.wait(h.t, stopTimeout)
+			h.c.proc.kill(h.t)
 			h.c.start(h.t)
 		case "server":
 			if h.cfg.crash {

@@ -99,8 +99,7 @@ func (s *stockServer) start(t testing.TB) bool {
 // kill ends the server with SIGKILL, as a crash would.
 func (s *stockServer) kill(t testing.TB) {
 	t.Helper()
-	_ = s.proc.cmd.Process.Kill()
-	s.proc.wait(t, stopTimeout)
+	s.proc.kill(t)
 }
 
 // restart starts the server again on its port and store after kill.
