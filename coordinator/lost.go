@@ -39,7 +39,7 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	l := lost{c: c, start: time.Now(), missFor: c.limits.AckWait * 3 / 2, silentFor: 2*c.limits.AckWait + onlineFor,
-		missing: map[string]int{}, since: map[string]time.Time{}, counted: map[string]time.Time{}, queued: map[string]time.Time{}}
+		missed: map[string]*missed{}, queued: map[string]time.Time{}}
 	var synced time.Time
 	for {
 		select {
@@ -87,10 +87,15 @@ type lost struct {
 	start              time.Time
 	missFor, silentFor time.Duration
 
-	missing map[string]int       // running job -> beats in a row without it
-	since   map[string]time.Time // running job -> when the first of them came
-	counted map[string]time.Time // running job -> the last beat counted
-	queued  map[string]time.Time // queued job of a drained tag -> first seen
+	missed map[string]*missed   // running job -> its agent's beats without it
+	queued map[string]time.Time // queued job of a drained tag -> first seen
+}
+
+// missed counts the heartbeats in a row that left a running job out.
+type missed struct {
+	n       int
+	since   time.Time // when the first of them came
+	counted time.Time // the last beat counted
 }
 
 // running requeues the running jobs their agents no longer run.
@@ -99,16 +104,21 @@ func (l *lost) running(ctx context.Context) {
 	running := c.jobs.live.in(subjects.StateRunning, nil)
 	for id, j := range running {
 		hb, seen, known := c.fleet.last(j.agent)
+		m := l.missed[id]
+		if m == nil {
+			m = &missed{}
+			l.missed[id] = m
+		}
 		var reason string
 		switch {
 		case known && slices.Contains(hb.Running, id):
-			delete(l.missing, id)
-		case known && seen.After(l.counted[id]):
-			l.counted[id] = seen
-			if l.missing[id]++; l.missing[id] == 1 {
-				l.since[id] = seen
+			m.n = 0
+		case known && seen.After(m.counted):
+			m.counted = seen
+			if m.n++; m.n == 1 {
+				m.since = seen
 			}
-			if l.missing[id] >= lostBeats && seen.Sub(l.since[id]) > l.missFor {
+			if m.n >= lostBeats && seen.Sub(m.since) > l.missFor {
 				reason = "its agent " + j.agent + " no longer runs it"
 			}
 		}
@@ -121,7 +131,7 @@ func (l *lost) running(ctx context.Context) {
 		if reason == "" {
 			continue
 		}
-		delete(l.missing, id)
+		m.n = 0
 		rec, same := l.current(ctx, id, j)
 		if !same {
 			continue
@@ -130,11 +140,9 @@ func (l *lost) running(ctx context.Context) {
 			c.log.Warn("could not requeue a lost job", "job", id, "err", err)
 		}
 	}
-	for id := range l.counted {
+	for id := range l.missed {
 		if _, ok := running[id]; !ok {
-			delete(l.missing, id)
-			delete(l.since, id)
-			delete(l.counted, id)
+			delete(l.missed, id)
 		}
 	}
 }

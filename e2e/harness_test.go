@@ -520,28 +520,11 @@ type reader struct {
 // a status from the server before n arrived.
 func pullAll(t testing.TB, nc *natsConn, stream, consumer string, n int) []*nats.Msg {
 	t.Helper()
-	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
+	msgs, status := pullHere(t, nc, reader{Stream: stream, Consumer: consumer}, n)
+	if status != "" {
+		t.Fatalf("pull %s: %d of %d messages, then status %s", consumer, len(msgs), n, status)
 	}
-	defer sub.Unsubscribe()
-	req := fmt.Sprintf(`{"batch":%d,"expires":%d}`, n, int64(5*time.Second))
-	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, inbox, []byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	var out []*nats.Msg
-	for len(out) < n {
-		m, err := sub.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatalf("pull %s: %d of %d messages: %v", consumer, len(out), n, err)
-		}
-		if st := m.Header.Get("Status"); st != "" {
-			t.Fatalf("pull %s: %d of %d messages, then status %s %s", consumer, len(out), n, st, m.Header.Get("Description"))
-		}
-		out = append(out, m)
-	}
-	return out
+	return msgs
 }
 
 type apiError struct {
