@@ -333,7 +333,11 @@ const (
 // tags share the slots without one starving another; a job that arrives
 // when another tag took the last slot waits, kept alive by InProgress.
 func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
-	consumer := subjects.AgentsConsumer(tag)
+	puller, err := a.conn.NewPuller(subjects.JobsStream, subjects.AgentsConsumer(tag))
+	if err != nil {
+		return fmt.Errorf("tag %s: %w", tag, err)
+	}
+	defer puller.Close()
 	reconnected := a.conn.StatusChanged(nats.CONNECTED)
 	defer a.conn.RemoveStatusListener(reconnected)
 	probe := true
@@ -377,7 +381,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		if probe {
 			wait = pullProbe
 		}
-		_, err := a.conn.Pull(pctx, subjects.JobsStream, consumer, 1, wait, func(m *nats.Msg) error {
+		_, err := puller.Pull(pctx, 1, wait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()

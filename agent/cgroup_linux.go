@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,10 +67,12 @@ func newCgroups(agent string, opt CgroupOptions) (cgroupHost, error) {
 type v1 struct {
 	hierarchy cgroup1.Hierarchy
 	path      func(job string) cgroup1.Path
-	// home is the agent process's cgroup, where the thread that started a
-	// job goes back to (see start).
-	home cgroup1.Cgroup
-	swap bool // memory.memsw exists: swap counts against the memory limit
+	// home are the agent process's cgroup's directories, which the thread
+	// that started a job goes back to (see start), and homeFiles their
+	// tasks files, kept open.
+	home      []string
+	homeFiles cgFiles
+	swap      bool // memory.memsw exists: swap counts against the memory limit
 
 	// Job cgroups are named slot-<pid>-<token>-<n>, not for a job, so that an
 	// empty one can serve the next run without a mkdir and rmdir in each
@@ -128,8 +131,12 @@ func newV1(agent, parent string) (*v1, error) {
 	g.path = func(job string) cgroup1.Path {
 		return func(n cgroup1.Name) (string, error) { return filepath.Join(home[n], base, job), nil }
 	}
-	if g.home, err = cgroup1.Load(cgroup1.NestedPath(""), cgroup1.WithHierarchy(g.hierarchy)); err != nil {
-		return nil, fmt.Errorf("cgroup v1: the agent's own cgroup: %w", err)
+	for _, s := range subs {
+		p, err := cgroup1.NestedPath("")(s.Name())
+		if err != nil {
+			return nil, fmt.Errorf("cgroup v1: the agent's own %s cgroup: %w", s.Name(), err)
+		}
+		g.home = append(g.home, s.(interface{ Path(string) string }).Path(p))
 	}
 	if _, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("cgroup v1: make the agent's cgroup: %w", err)
@@ -157,6 +164,7 @@ func (g *v1) close() {
 	for _, dir := range g.dirs("") {
 		_ = os.Remove(dir)
 	}
+	g.homeFiles.close()
 }
 
 // jobsDir is the agent's cgroup in the pids hierarchy, which every job's
@@ -210,11 +218,10 @@ func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
 
 // make makes a new cgroup with the given limits.
 func (g *v1) make(slot string, limits *subjects.Limits) (*v1Job, error) {
-	cg, err := cgroup1.New(g.path(slot), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy))
-	if err != nil {
+	if _, err := cgroup1.New(g.path(slot), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("make cgroup: %w", err)
 	}
-	j := &v1Job{host: g, cg: cg, slot: slot, dirs: g.dirs(slot)}
+	j := &v1Job{host: g, slot: slot, dirs: g.dirs(slot), files: &cgFiles{}}
 	// One way to set limits, for a new cgroup as for a kept one.
 	if err := j.reset(limits); err != nil {
 		_ = j.rmdir()
@@ -237,9 +244,8 @@ func (g *v1) dirs(id string) map[cgroup1.Name]string {
 
 type v1Job struct {
 	host *v1
-	cg   cgroup1.Cgroup
 	slot string // the cgroup's name
-	pids int64  // the pids limit to set once the job has started
+	pids string // the pids limit to set once the job has started ("": none)
 	// oomBase is the cgroup's count of OOM kills when this run took it:
 	// the kernel's count cannot be reset, and earlier runs' kills are not
 	// this one's.
@@ -251,6 +257,10 @@ type v1Job struct {
 	// figure of every controller for three; a trivial job's agent spent
 	// about a third of its CPU in it.
 	dirs map[cgroup1.Name]string
+	// files are the cgroup's files that each run writes or reads, kept
+	// open with the cgroup, and the values last written to them: a run
+	// writes only the limits that differ from its predecessor's.
+	files *cgFiles
 	// released is set once the run gave the cgroup back to the pool: a
 	// stop that comes late must not reach the next run's processes, so
 	// signal holds mu for reading while it sends, and remove for writing
@@ -280,35 +290,32 @@ func (j *v1Job) reset(limits *subjects.Limits) error {
 		quota = strconv.FormatInt(int64(float64(l.CPU)*cfsPeriod), 10)
 	}
 	pidsMax := "max"
-	j.pids = 0
+	j.pids = ""
 	if l.Pids > 0 {
 		// One more while the agent's thread is inside (see start).
-		j.pids = int64(l.Pids)
-		pidsMax = strconv.FormatInt(j.pids+1, 10)
+		j.pids = strconv.FormatInt(int64(l.Pids), 10)
+		pidsMax = strconv.FormatInt(int64(l.Pids)+1, 10)
 	}
-	type write struct{ dir, file, value string }
-	var writes []write
-	if j.host.swap {
+	f := j.files
+	limit, memsw := filepath.Join(mem, "memory.limit_in_bytes"), filepath.Join(mem, "memory.memsw.limit_in_bytes")
+	err := f.set(limit, memory)
+	if j.host.swap && (!f.is(limit, memory) || !f.is(memsw, memory)) {
 		// The kernel wants memsw.limit >= limit after every write: lift
 		// memsw first, whichever way the limit goes, and set it last.
-		writes = append(writes, write{mem, "memory.memsw.limit_in_bytes", "-1"},
-			write{mem, "memory.limit_in_bytes", memory},
-			write{mem, "memory.memsw.limit_in_bytes", memory})
-	} else {
-		writes = append(writes, write{mem, "memory.limit_in_bytes", memory})
+		err = errors.Join(f.set(memsw, "-1"), f.set(limit, memory), f.set(memsw, memory))
 	}
-	writes = append(writes,
-		write{mem, "memory.max_usage_in_bytes", "0"},
-		write{cpu, "cpu.cfs_period_us", strconv.Itoa(cfsPeriod)},
-		write{cpu, "cpu.cfs_quota_us", quota},
-		write{acct, "cpuacct.usage", "0"},
-		write{pids, "pids.max", pidsMax})
-	for _, w := range writes {
-		if err := os.WriteFile(filepath.Join(w.dir, w.file), []byte(w.value), 0); err != nil {
-			return fmt.Errorf("reset cgroup %s: %w", j.slot, err)
-		}
+	if err == nil {
+		err = errors.Join(
+			f.write(filepath.Join(mem, "memory.max_usage_in_bytes"), "0"),
+			f.set(filepath.Join(cpu, "cpu.cfs_period_us"), strconv.Itoa(cfsPeriod)),
+			f.set(filepath.Join(cpu, "cpu.cfs_quota_us"), quota),
+			f.write(filepath.Join(acct, "cpuacct.usage"), "0"),
+			f.set(filepath.Join(pids, "pids.max"), pidsMax))
 	}
-	j.oomBase = oomKills(mem)
+	if err != nil {
+		return fmt.Errorf("reset cgroup %s: %w", j.slot, err)
+	}
+	j.oomBase = j.oomKills()
 	return nil
 }
 
@@ -326,17 +333,17 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		tid := cgroup1.Process{Pid: unix.Gettid()}
-		if err := j.cg.AddTask(tid); err != nil {
+		tid := strconv.Itoa(unix.Gettid())
+		if err := j.files.move(slices.Collect(maps.Values(j.dirs)), tid); err != nil {
 			// It may be in some of the cgroups already.
-			if j.host.home.AddTask(tid) == nil {
+			if j.host.homeFiles.move(j.host.home, tid) == nil {
 				runtime.UnlockOSThread()
 			}
 			errc <- fmt.Errorf("%w: join it: %w", errJobCgroup, err)
 			return
 		}
 		err := cmd.Start()
-		if herr := j.host.home.AddTask(tid); herr != nil {
+		if herr := j.host.homeFiles.move(j.host.home, tid); herr != nil {
 			// The thread stays locked, so it ends with this goroutine
 			// rather than run the agent inside the job's limits.
 			if err == nil {
@@ -353,8 +360,8 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 	if err := <-errc; err != nil {
 		return err
 	}
-	if j.pids > 0 {
-		if err := j.cg.Update(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &j.pids}}); err != nil {
+	if j.pids != "" {
+		if err := j.files.set(filepath.Join(j.dirs[cgroup1.Pids], "pids.max"), j.pids); err != nil {
 			j.signal(syscall.SIGKILL)
 			return fmt.Errorf("%w: set the pids limit: %w", errJobCgroup, err)
 		}
@@ -396,19 +403,19 @@ func (j *v1Job) signal(sig syscall.Signal) {
 func (j *v1Job) usage() cgroupUsage {
 	var u cgroupUsage
 	mem, cpu := j.dirs[cgroup1.Memory], j.dirs[cgroup1.Cpuacct]
-	u.peakMemory, _ = readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
-	if ns, err := readUint(filepath.Join(cpu, "cpuacct.usage")); err == nil {
+	u.peakMemory, _ = j.files.readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
+	if ns, err := j.files.readUint(filepath.Join(cpu, "cpuacct.usage")); err == nil {
 		u.cpuSeconds = float64(ns) / 1e9
 	}
-	if n := oomKills(mem); n > j.oomBase {
+	if n := j.oomKills(); n > j.oomBase {
 		u.oomKills = n - j.oomBase
 	}
 	return u
 }
 
-// oomKills reads the count of OOM kills in the memory cgroup at dir.
-func oomKills(dir string) uint64 {
-	b, err := os.ReadFile(filepath.Join(dir, "memory.oom_control"))
+// oomKills reads the cgroup's count of OOM kills.
+func (j *v1Job) oomKills() uint64 {
+	b, err := j.files.read(filepath.Join(j.dirs[cgroup1.Memory], "memory.oom_control"))
 	if err != nil {
 		return 0
 	}
@@ -442,7 +449,7 @@ func (j *v1Job) remove() error {
 			j.mu.Lock()
 			j.released = true
 			j.mu.Unlock()
-			g.pool = append(g.pool, &v1Job{host: g, cg: j.cg, slot: j.slot, dirs: j.dirs})
+			g.pool = append(g.pool, &v1Job{host: g, slot: j.slot, dirs: j.dirs, files: j.files})
 		}
 		g.mu.Unlock()
 		if keep {
@@ -476,6 +483,9 @@ func subdirs(dir string) int {
 
 // rmdir removes the cgroup, which is empty, in every hierarchy.
 func (j *v1Job) rmdir() error {
+	if j.files != nil {
+		j.files.close()
+	}
 	var errs []error
 	for _, dir := range j.dirs {
 		if err := removeCgroupDir(dir); err != nil {
@@ -552,15 +562,6 @@ func removeCgroupDir(dir string) error {
 		time.Sleep(delay)
 		delay = min(2*delay, 500*time.Millisecond)
 	}
-}
-
-// readUint reads a file holding one number.
-func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
 
 // killAll kills what is left in a cgroup until count finds it empty, for

@@ -205,8 +205,8 @@ func TestCgroupV1ReuseSetsLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	j = cg.(*v1Job)
-	if j.name() != first.name() || j.pids != 0 {
-		t.Fatalf("got cgroup %q (pids %d), want %q again without limits", j.name(), j.pids, first.name())
+	if j.name() != first.name() || j.pids != "" {
+		t.Fatalf("got cgroup %q (pids %q), want %q again without limits", j.name(), j.pids, first.name())
 	}
 	if got := read(j, cgroup1.Cpu, "cpu.cfs_quota_us"); got != "-1" {
 		t.Errorf("cpu.cfs_quota_us: %s, want -1", got)

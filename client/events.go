@@ -116,7 +116,10 @@ const (
 // another from the message after the last it handed over, so nothing is
 // missed or shown twice. The consumer is released afterwards.
 func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, each func(*nats.Msg) (last bool, err error)) error {
-	var rd subjects.Reader
+	var (
+		rd     subjects.Reader
+		puller *Puller
+	)
 	open := func() error {
 		r, err := c.call(ctx, subjects.VerbRead, req)
 		if err != nil {
@@ -126,6 +129,14 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 			return errors.New("the coordinator's read reply holds no reader")
 		}
 		rd = *r.Reader
+		p, err := c.NewPuller(rd.Stream, rd.Consumer)
+		if err != nil {
+			return err
+		}
+		if puller != nil {
+			puller.Close()
+		}
+		puller = p
 		return nil
 	}
 	release := func() {
@@ -136,7 +147,10 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 	if err := open(); err != nil {
 		return err
 	}
-	defer func() { release() }()
+	defer func() {
+		puller.Close()
+		release()
+	}()
 	if rd.Pending == 0 && !follow {
 		return ErrNoEvents
 	}
@@ -147,7 +161,7 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 		if !follow {
 			wait = 0
 		}
-		n, err := c.Pull(ctx, rd.Stream, rd.Consumer, readBatch, wait, func(m *nats.Msg) error {
+		n, err := puller.Pull(ctx, readBatch, wait, func(m *nats.Msg) error {
 			read++
 			meta, merr := m.Metadata()
 			if merr == nil {

@@ -24,37 +24,96 @@ const (
 // pullGrace is how long past its expiry a pull waits for the server's word.
 const pullGrace = 5 * time.Second
 
-// Pull asks a consumer of stream for up to batch messages and hands each
-// to fn as it arrives, in order; fn's error ends the pull. It returns how
-// many came, when batch came, when the server says there are none for now
-// (after waiting up to wait), or on an error.
+// Pull asks a consumer of stream for up to batch messages once; see
+// Puller.Pull, which a caller that pulls over and over should use.
+func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wait time.Duration, fn func(*nats.Msg) error) (int, error) {
+	p, err := c.NewPuller(stream, consumer)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	return p.Pull(ctx, batch, wait, fn)
+}
+
+// Puller pulls from one consumer, one pull at a time, through one
+// subscription that serves pull after pull: a subscription per pull cost
+// the server a subscribe and an unsubscribe, and the client a queue, for
+// every job an agent took.
+type Puller struct {
+	c                *Conn
+	stream, consumer string
+	inbox            string
+	sub              *nats.Subscription // nil: subscribe before the next pull
+}
+
+// NewPuller returns a Puller of a consumer of stream.
+func (c *Conn) NewPuller(stream, consumer string) (*Puller, error) {
+	p := &Puller{c: c, stream: stream, consumer: consumer}
+	if err := p.subscribe(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Puller) subscribe() error {
+	p.inbox = p.c.NewInbox()
+	sub, err := p.c.SubscribeSync(p.inbox)
+	if err != nil {
+		return fmt.Errorf("pull from %s: %w", p.consumer, err)
+	}
+	p.sub = sub
+	return nil
+}
+
+// Close ends the subscription.
+func (p *Puller) Close() {
+	if p.sub != nil {
+		_ = p.sub.Unsubscribe()
+	}
+}
+
+// Pull asks the consumer for up to batch messages and hands each to fn as
+// it arrives, in order; fn's error ends the pull. It returns how many came,
+// when batch came, when the server says there are none for now (after
+// waiting up to wait), or on an error.
+//
+// A pull that ends otherwise may still be open at the server, and the next
+// pull subscribes anew: what the old one is sent then goes nowhere, and is
+// delivered again after its ack wait, rather than come to a caller that
+// asked for fewer and might hold it past that wait.
 //
 // It is a bare MSG.NEXT request, the one JetStream request that works from
 // a credential's own account (it is served by the consumer, in OUTPOST);
 // the jetstream package would first ask for the consumer's info, which
 // such an account cannot.
-func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wait time.Duration, fn func(*nats.Msg) error) (int, error) {
+func (p *Puller) Pull(ctx context.Context, batch int, wait time.Duration, fn func(*nats.Msg) error) (n int, err error) {
+	if p.sub == nil {
+		if err := p.subscribe(); err != nil {
+			return 0, err
+		}
+	}
+	over := false // the server is done with this pull
+	defer func() {
+		if !over && n < batch {
+			p.Close()
+			p.sub = nil
+		}
+	}()
+	c, consumer := p.c, p.consumer
 	ctx, stop := c.cancelOnDenial(ctx)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, wait+pullGrace)
 	defer cancel()
-	inbox := c.NewInbox()
-	sub, err := c.SubscribeSync(inbox)
-	if err != nil {
-		return 0, fmt.Errorf("pull from %s: %w", consumer, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
 	req, _ := json.Marshal(struct {
 		Batch   int           `json:"batch"`
 		Expires time.Duration `json:"expires,omitempty"`
 		NoWait  bool          `json:"no_wait,omitempty"`
 	}{Batch: batch, Expires: wait, NoWait: wait == 0})
-	if err := c.PublishRequest(c.jsAPI+"CONSUMER.MSG.NEXT."+stream+"."+consumer, inbox, req); err != nil {
+	if err := c.PublishRequest(c.jsAPI+"CONSUMER.MSG.NEXT."+p.stream+"."+consumer, p.inbox, req); err != nil {
 		return 0, fmt.Errorf("pull from %s: %w", consumer, err)
 	}
-	n := 0
 	for n < batch {
-		m, err := sub.NextMsgWithContext(ctx)
+		m, err := p.sub.NextMsgWithContext(ctx)
 		if err != nil {
 			if errors.Is(err, nats.ErrNoResponders) {
 				return n, fmt.Errorf("pull from %s: %w", consumer, ErrConsumerGone)
@@ -72,6 +131,7 @@ func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wai
 			}
 		case "100": // an idle heartbeat
 		case "404", "408": // none for now; the wait is over
+			over = true
 			return n, nil
 		case "503":
 			return n, fmt.Errorf("pull from %s: %w (no responders: the coordinator makes it)", consumer, ErrConsumerGone)

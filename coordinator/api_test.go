@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -383,6 +385,57 @@ func TestStatusEventsFenced(t *testing.T) {
 	})
 	if got := w.record(t, r.ID); got.State != subjects.StateFailed || got.Attempt != 2 {
 		t.Errorf("a terminal record moved to %s attempt %d", got.State, got.Attempt)
+	}
+}
+
+// The jobs stream's head is stored once, first, never expires, and comes
+// back with the next start after a purge took it; no agent is handed it.
+func TestQueueHead(t *testing.T) {
+	w := newWorld(t)
+	ctx := testenv.Context(t)
+	cfg := coordinator.Config{Auth: w.env.Auth, Conn: w.env.CoordConn, Logger: w.env.Logs.Logger()}
+	st, err := w.env.CoordConn.JS.Stream(ctx, subjects.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func() *jetstream.RawStreamMsg {
+		t.Helper()
+		m, err := st.GetLastMsgForSubject(ctx, subjects.JobsHead)
+		if err != nil {
+			t.Fatalf("the jobs stream's head: %v", err)
+		}
+		return m
+	}
+	first := head()
+	if first.Sequence != 1 || first.Header.Get(jetstream.MsgTTLHeader) != "never" {
+		t.Errorf("head at sequence %d with TTL %q, want 1 and never", first.Sequence, first.Header.Get(jetstream.MsgTTLHeader))
+	}
+	if _, err := coordinator.New(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if again := head(); again.Sequence != first.Sequence {
+		t.Errorf("a second start stored another head at %d", again.Sequence)
+	}
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coordinator.New(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if again := head(); again.Sequence <= first.Sequence {
+		t.Errorf("after a purge the head is at %d, want a new one", again.Sequence)
+	}
+	// An agent of a tag gets jobs and never the head.
+	r := submit(t, w.alice, spec("a"))
+	var got []string
+	if _, err := w.agentA.Pull(ctx, subjects.JobsStream, subjects.AgentsConsumer("a"), 2, time.Second, func(m *nats.Msg) error {
+		got = append(got, m.Subject)
+		return m.Ack()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{subjects.JobSubject("a", r.ID)}; !slices.Equal(got, want) {
+		t.Errorf("the agent pulled %q, want %q", got, want)
 	}
 }
 

@@ -2,9 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-run/outpost/subjects"
@@ -55,6 +57,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		Replicas:    l.Replicas,
 		// The coordinator looks for the requests of many ended jobs at once.
 		AllowDirect: true,
+		// The queue's head never expires (see ensureQueueHead).
+		AllowMsgTTL: true,
 	}, {
 		Name:        subjects.EventsStream,
 		Description: "Outpost status events and log lines, a subject per job",
@@ -87,6 +91,9 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 			return nil, nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
+	if err := ensureQueueHead(ctx, js); err != nil {
+		return nil, nil, err
+	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, subjects.EventsStream, jetstream.ConsumerConfig{
 		Durable:       subjects.CoordinatorConsumer,
 		Description:   "the coordinator folds status events into job records",
@@ -114,6 +121,33 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 		return nil, nil, fmt.Errorf("bucket %s: %w", subjects.CredsBucket, err)
 	}
 	return jobs, creds, nil
+}
+
+// ensureQueueHead stores the jobs stream's head, a message that is no job
+// and never expires, unless it is there. Without it, once an agent acked
+// the jobs before, a work queue's first message is the next job, and a
+// consumer that looks for its next message from the stream's first one has
+// the server count the messages its filter matches, walking the subject of
+// every queued job of every tag: at a queue a thousand deep that was a
+// tenth of the coordinator's CPU per job. From a position after the first
+// message, the server looks from that position on. A purge of the whole
+// stream takes the head with it, which only slows the queue down until the
+// coordinator starts again.
+func ensureQueueHead(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, subjects.JobsStream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, subjects.JobsHead); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err != nil {
+			return fmt.Errorf("stream %s: look for its head: %w", subjects.JobsStream, err)
+		}
+		return nil
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subjects.JobsHead, Header: nats.Header{jetstream.MsgTTLHeader: []string{"never"}}}); err != nil {
+		return fmt.Errorf("stream %s: store its head: %w", subjects.JobsStream, err)
+	}
+	return nil
 }
 
 // ensureTagConsumer creates the pull consumer all agents of tag share.

@@ -130,6 +130,12 @@ func ParseAPI(subject string) (name, verb string, err error) {
 // JobSubject is the subject a job request for tag is published on.
 func JobSubject(tag, id string) string { return JobsPrefix + "." + tag + "." + id }
 
+// JobsHead is the subject of the one message in the jobs stream that is no
+// job: it is stored first and never goes, which keeps the stream's first
+// sequence below every job's. It has a token fewer than a job subject, so
+// no tag's filter matches it.
+const JobsHead = JobsPrefix + "._head"
+
 // JobsFilter matches every job request of tag.
 func JobsFilter(tag string) string { return JobsPrefix + "." + tag + ".>" }
 
