@@ -81,12 +81,12 @@ type Agent struct {
 	name  string
 	tags  []string
 	slots chan struct{}
-	work  string
+	dirs  *workDirs
 	grace time.Duration
 	log   *slog.Logger
 
 	jobs         sync.WaitGroup // executions under way
-	runs         atomic.Uint64  // runs started, which name each run's work directory and cgroup
+	runs         atomic.Uint64  // runs started, which name each run's cgroup
 	stats        stats
 	beatEvery    time.Duration
 	drainTimeout time.Duration
@@ -175,6 +175,10 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("work directory: %w", err)
 		}
 	}
+	dirs, err := newWorkDirs(cfg.WorkDir, runAs)
+	if err != nil {
+		return nil, err
+	}
 	xkey, err := nkeys.CreateCurveKeys()
 	if err != nil {
 		return nil, fmt.Errorf("curve key for secrets: %w", err)
@@ -182,7 +186,7 @@ func New(cfg Config) (*Agent, error) {
 	xkeyPub, _ := xkey.PublicKey()
 	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
-		slots: make(chan struct{}, cfg.Concurrency), work: cfg.WorkDir, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
+		slots: make(chan struct{}, cfg.Concurrency), dirs: dirs, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{}, runAs: runAs,
@@ -269,6 +273,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	killJobs()
 	a.jobs.Wait()
+	a.dirs.close()
 	<-beating
 	return err
 }

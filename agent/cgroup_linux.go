@@ -77,11 +77,9 @@ type v1 struct {
 	// Job cgroups are named slot-<pid>-<token>-<n>, not for a job, so that an
 	// empty one can serve the next run without a mkdir and rmdir in each
 	// hierarchy.
-	mu     sync.Mutex
-	pool   []*v1Job // empty cgroups for reuse, none of them running
-	closed bool     // close ran: a cgroup removed now is not kept
-	token  string   // random, in every slot's name
-	slots  atomic.Uint64
+	pool  spares[*v1Job] // empty cgroups for reuse, none of them running
+	token string         // random, in every slot's name
+	slots atomic.Uint64
 }
 
 // v1Controllers are the controllers a job's cgroup needs: its limits, and
@@ -112,7 +110,7 @@ func newV1(agent, parent string) (*v1, error) {
 	if _, err := rand.Read(token); err != nil {
 		return nil, fmt.Errorf("cgroup v1: %w", err)
 	}
-	g := &v1{hierarchy: func() ([]cgroup1.Subsystem, error) { return subs, nil }, token: hex.EncodeToString(token)}
+	g := &v1{hierarchy: func() ([]cgroup1.Subsystem, error) { return subs, nil }, token: hex.EncodeToString(token), pool: spares[*v1Job]{max: poolSize}}
 	// Where the agent is now, read once: while a job starts, one of its
 	// threads is in the job's cgroup, and may be the one /proc/self shows.
 	home := map[cgroup1.Name]string{}
@@ -151,11 +149,7 @@ func (g *v1) version() string { return "v1" }
 
 // close removes the kept cgroups, and then the agent's own.
 func (g *v1) close() {
-	g.mu.Lock()
-	pool := g.pool
-	g.pool, g.closed = nil, true
-	g.mu.Unlock()
-	for _, j := range pool {
+	for _, j := range g.pool.close() {
 		_ = j.rmdir()
 	}
 	// Only if it is empty: agents of the same name share it (one that
@@ -182,7 +176,7 @@ func (g *v1) removeDeadSlots() {
 		if _, err := fmt.Sscanf(e.Name(), "slot-%d-", &pid); err != nil || !e.IsDir() || pid == os.Getpid() {
 			continue
 		}
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		if pidExists(pid) {
 			continue
 		}
 		dirs := g.dirs(e.Name())
@@ -195,13 +189,7 @@ func (g *v1) removeDeadSlots() {
 // create takes a kept cgroup if there is one, and sets its limits anew;
 // id, the run's name, is not the cgroup's: a kept cgroup outlives its run.
 func (g *v1) create(id string, limits *subjects.Limits) (jobCgroup, error) {
-	g.mu.Lock()
-	var j *v1Job
-	if n := len(g.pool); n > 0 {
-		j, g.pool = g.pool[n-1], g.pool[:n-1]
-	}
-	g.mu.Unlock()
-	if j != nil {
+	if j, ok := g.pool.take(); ok {
 		err := j.reset(limits)
 		if err == nil {
 			return j, nil
@@ -261,7 +249,7 @@ type v1Job struct {
 	// open with the cgroup, and the values last written to them: a run
 	// writes only the limits that differ from its predecessor's.
 	files *cgFiles
-	// released is set once the run gave the cgroup back to the pool: a
+	// released is set before the run gives the cgroup back to the pool: a
 	// stop that comes late must not reach the next run's processes, so
 	// signal holds mu for reading while it sends, and remove for writing
 	// while it sets released. Each run has a v1Job of its own.
@@ -442,17 +430,12 @@ func (j *v1Job) remove() error {
 		return err
 	}
 	if empty && j.flat() {
-		g := j.host
-		g.mu.Lock()
-		keep := !g.closed && len(g.pool) < poolSize
-		if keep {
-			j.mu.Lock()
-			j.released = true
-			j.mu.Unlock()
-			g.pool = append(g.pool, &v1Job{host: g, slot: j.slot, dirs: j.dirs, files: j.files})
-		}
-		g.mu.Unlock()
-		if keep {
+		// Released before it is kept, for the next run may take it at once;
+		// released, it is past signalling, and empty, it needs none.
+		j.mu.Lock()
+		j.released = true
+		j.mu.Unlock()
+		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, files: j.files}) {
 			return nil
 		}
 	}

@@ -206,9 +206,10 @@ func TestCgroupReuseStartsClean(t *testing.T) {
 	}
 	const pidsLine = `grep -E '^[0-9]+:pids:' /proc/self/cgroup | cut -d: -f3`
 	first := s.submit(t, subjects.JobSpec{Tag: "a", Limits: &subjects.Limits{Memory: 16 << 20, Pids: 4},
-		Command: sh(`i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; ` + pidsLine)})
+		Command: sh(`touch left-behind; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; ` + pidsLine)})
 	rec1 := s.waitState(t, first.ID, subjects.StateSucceeded)
-	// The cgroup goes back before the work directory goes (see run).
+	// The cgroup goes back before the work directory goes (see run): the
+	// job left a file in it, so it is not kept.
 	testenv.Eventually(t, "the first job to be tidied away", func() bool {
 		entries, err := os.ReadDir(work)
 		return err == nil && len(entries) == 0

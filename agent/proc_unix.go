@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -16,6 +17,9 @@ func newProcGroup(p *os.Process) procGroup { return procGroup{pid: p.Pid} }
 func (g procGroup) signal(sig syscall.Signal) { _ = syscall.Kill(-g.pid, sig) }
 
 func (g procGroup) close() {}
+
+// pidExists reports whether a process of this pid exists.
+func pidExists(pid int) bool { return !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
 // systemEnv names what a job gets of the agent's environment besides PATH
 // and HOME: nothing.

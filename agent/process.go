@@ -79,18 +79,21 @@ func (p *process) kill() {
 // its way meanwhile: no output is sent, and no result returned, before it
 // is stored; if it cannot be, the process is killed and run returns why.
 func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretValues map[string]string, reported <-chan error) (result, error) {
-	// This run's own name, for its work directory and cgroup: a job may
-	// run twice on one agent at once (a redelivery while a cut-off run of
-	// it goes on), and neither run's cleanup may touch the other's.
+	// This run's own name, for its cgroup: a job may run twice on one
+	// agent at once (a redelivery while a cut-off run of it goes on), and
+	// neither run's cleanup may touch the other's.
 	run := job.ID + "." + strconv.FormatUint(a.runs.Add(1), 10)
-	dir, cleanup, err := a.workDir(job, run)
+	dir, release, err := a.workDir(job)
 	if err != nil {
 		return failed(-1, "work directory: %v", err), <-reported
 	}
 	// What is left of the job, its cgroup (and whatever still runs in it)
 	// and its work directory, goes once its result is known, off the path
-	// to its terminal status; the agent waits for it before it exits.
-	tidy := []func(){cleanup}
+	// to its terminal status; the agent waits for it before it exits. The
+	// work directory may serve a later run only once the cgroup was
+	// emptied: nothing of this run can write into it then.
+	emptied := false
+	tidy := []func(){func() { release(emptied) }}
 	defer func() {
 		a.jobs.Add(1)
 		go func() {
@@ -137,6 +140,8 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		tidy = append(tidy, func() {
 			if err := cg.remove(); err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
+			} else {
+				emptied = true
 			}
 			a.watch.removeJob(name)
 		})
@@ -365,36 +370,38 @@ func startFailure(name string, err error) result {
 	return failed(126, "could not start %s: %v", name, err)
 }
 
-// workDir makes the job's own work directory. A relative spec dir lies
-// inside it; an absolute one is used as it is.
-func (a *Agent) workDir(job subjects.Job, run string) (string, func(), error) {
-	own := filepath.Join(a.work, run)
-	if err := os.MkdirAll(own, 0o700); err != nil {
+// workDir takes the run's own work directory, and returns the directory
+// the job runs in: a relative spec dir lies inside the run's, an absolute
+// one is used as it is. release gives the run's directory back; ended says
+// that nothing of the run is left running.
+func (a *Agent) workDir(job subjects.Job) (dir string, release func(ended bool), err error) {
+	own, err := a.dirs.take()
+	if err != nil {
 		return "", nil, err
 	}
-	cleanup := func() { _ = os.RemoveAll(own) }
-	dir := own
+	release = func(ended bool) { a.dirs.give(own, ended) }
+	dir = own
 	switch {
 	case filepath.IsAbs(job.Dir):
 		dir = job.Dir
 	case job.Dir != "":
 		dir = filepath.Join(own, job.Dir)
 		if dir != own && !strings.HasPrefix(dir, own+string(filepath.Separator)) {
-			cleanup()
+			release(true)
 			return "", nil, fmt.Errorf("dir %q leaves the job's work directory", job.Dir)
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			cleanup()
+			release(false)
 			return "", nil, err
 		}
 	}
 	if a.runAs != nil {
 		if err := chownTree(own, a.runAs); err != nil {
-			cleanup()
+			release(false)
 			return "", nil, fmt.Errorf("give it to %s: %w", a.runAs.name, err)
 		}
 	}
-	return dir, cleanup, nil
+	return dir, release, nil
 }
 
 // jobEnv is the job's whole environment: nothing of the agent's own but

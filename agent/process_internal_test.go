@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -130,46 +131,56 @@ func TestJobEnv(t *testing.T) {
 }
 
 func TestWorkDir(t *testing.T) {
-	a := &Agent{work: t.TempDir()}
-	own := filepath.Join(a.work, testJob)
+	root := t.TempDir()
+	dirs, err := newWorkDirs(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{dirs: dirs}
 	abs := t.TempDir()
 	for _, tc := range []struct {
-		dir, want string
+		dir, want string // want: inside the run's own directory, or absolute
 		err       bool
 	}{
-		{"", own, false},
-		{".", own, false},
-		{"sub", filepath.Join(own, "sub"), false},
-		{"sub/deeper/", filepath.Join(own, "sub", "deeper"), false},
-		{"a/../b", filepath.Join(own, "b"), false},
+		{"", ".", false},
+		{".", ".", false},
+		{"sub", "sub", false},
+		{"sub/deeper/", "sub/deeper", false},
+		{"a/../b", "b", false},
 		{abs, abs, false},
 		{"..", "", true},
 		{"../escape", "", true},
 		{"a/../../escape", "", true},
-		{"../" + testJob + "x", "", true},
+		{"../" + dirs.prefix + "1x", "", true},
 		{"../../../../etc", "", true},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			job := subjects.Job{ID: testJob, JobSpec: subjects.JobSpec{Dir: tc.dir}}
-			dir, cleanup, err := a.workDir(job, testJob)
+			dir, release, err := a.workDir(job)
 			if tc.err {
 				if err == nil {
-					cleanup()
+					release(true)
 					t.Fatalf("accepted, giving %s", dir)
 				}
 				if !strings.Contains(err.Error(), "leaves the job's work directory") {
 					t.Errorf("error %v", err)
-				}
-				if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
-					t.Error("a refused dir left the work directory behind")
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if dir != tc.want {
-				t.Errorf("dir %s, want %s", dir, tc.want)
+			left, _ := os.ReadDir(root)
+			if len(left) != 1 || !left[0].IsDir() {
+				t.Fatalf("the work root holds %v, want the run's directory", left)
+			}
+			own := filepath.Join(root, left[0].Name())
+			want := tc.want
+			if !filepath.IsAbs(want) {
+				want = filepath.Join(own, want)
+			}
+			if dir != want {
+				t.Errorf("dir %s, want %s", dir, want)
 			}
 			fi, err := os.Stat(dir)
 			if err != nil || !fi.IsDir() {
@@ -178,14 +189,22 @@ func TestWorkDir(t *testing.T) {
 			if fi, _ := os.Stat(own); fi.Mode().Perm() != 0o700 {
 				t.Errorf("work directory mode %o", fi.Mode().Perm())
 			}
-			cleanup()
-			if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
-				t.Error("cleanup left the work directory")
-			}
+			// A run that may have left a process behind, or left files,
+			// takes its directory with it; the absolute dir stays.
+			release(tc.dir != "sub" && tc.dir != "sub/deeper/" && tc.dir != "a/../b" && tc.dir != abs)
 			if _, err := os.Stat(abs); err != nil {
-				t.Error("cleanup removed an absolute dir the job named")
+				t.Error("release removed an absolute dir the job named")
+			}
+			left, _ = os.ReadDir(root)
+			// A Windows agent keeps none (see ownedBy).
+			if kept := (tc.dir == "" || tc.dir == ".") && runtime.GOOS != "windows"; kept != (len(left) == 1) {
+				t.Errorf("after release the work root holds %v, want the directory kept: %v", left, kept)
 			}
 		})
+	}
+	dirs.close()
+	if left, _ := os.ReadDir(root); len(left) != 0 {
+		t.Errorf("close left %v", left)
 	}
 }
 

@@ -5,8 +5,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,7 +23,12 @@ import (
 // report is on its way. If the report cannot be stored, nothing of the job
 // may go on running, and run says why.
 func TestRunKillsJobWhoseReportFails(t *testing.T) {
-	a := &Agent{work: t.TempDir(), grace: time.Second, running: map[string]*process{}, stopped: map[string]pendingStop{}}
+	root := t.TempDir()
+	dirs, err := newWorkDirs(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{dirs: dirs, grace: time.Second, running: map[string]*process{}, stopped: map[string]pendingStop{}}
 	// With the watchdog, as an agent runs: the job waits at its gate,
 	// which opens as soon as it started, not when it was reported.
 	w, err := startWatchdog()
@@ -60,7 +68,91 @@ func TestRunKillsJobWhoseReportFails(t *testing.T) {
 		t.Errorf("the agent still counts %d running jobs", len(a.running))
 	}
 	waitFor(t, "the job's work directory to be removed", func() bool {
-		left, err := os.ReadDir(a.work)
+		left, err := os.ReadDir(root)
 		return err == nil && len(left) == 0
 	})
+}
+
+// A work directory serves a later run only as it was handed out: empty,
+// a directory, mode 0700, and only once the run's processes are all gone.
+func TestWorkDirReuse(t *testing.T) {
+	root := t.TempDir()
+	dirs, err := newWorkDirs(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		ended bool
+		spoil func(dir string) error
+		kept  bool
+	}{
+		{"untouched", true, func(string) error { return nil }, true},
+		{"processes may be left", false, func(string) error { return nil }, false},
+		{"a file left", true, func(d string) error { return os.WriteFile(filepath.Join(d, "f"), nil, 0o600) }, false},
+		{"a hidden file left", true, func(d string) error { return os.WriteFile(filepath.Join(d, ".f"), nil, 0o600) }, false},
+		{"mode opened up", true, func(d string) error { return os.Chmod(d, 0o777) }, false},
+		{"sticky", true, func(d string) error { return os.Chmod(d, 0o700|os.ModeSticky) }, false},
+		{"swapped for a link", true, func(d string) error {
+			if err := os.Remove(d); err != nil {
+				return err
+			}
+			return os.Symlink(t.TempDir(), d)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := dirs.take()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.spoil(dir); err != nil {
+				t.Fatal(err)
+			}
+			dirs.give(dir, tc.ended)
+			next, err := dirs.take()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dirs.give(next, false)
+			if (next == dir) != tc.kept {
+				t.Errorf("the next run got %s after %s: kept %v, want %v", next, dir, next == dir, tc.kept)
+			}
+			if !tc.kept {
+				if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s was not removed: %v", dir, err)
+				}
+			}
+			if left, _ := os.ReadDir(next); len(left) != 0 {
+				t.Errorf("the next run's directory holds %v", left)
+			}
+		})
+	}
+}
+
+// An agent that starts removes the work directories of agent processes
+// that are gone, and keeps those of live ones and anything else.
+func TestDeadAgentsWorkDirsRemoved(t *testing.T) {
+	root := t.TempDir()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("run-%d-00000000-1", gone.Process.Pid)
+	live := fmt.Sprintf("run-%d-00000000-1", os.Getppid())
+	for _, d := range []string{dead, live, "other"} {
+		if err := os.MkdirAll(filepath.Join(root, d, "sub"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := newWorkDirs(root, nil); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"other", live}; !slices.Equal(left, want) {
+		t.Errorf("the work root holds %q, want %q", left, want)
+	}
 }

@@ -76,3 +76,16 @@ func chownTree(dir string, u *jobUser) error {
 		return os.Lchown(p, int(u.uid), int(u.gid))
 	})
 }
+
+// ownedBy reports whether the file is owned by the user jobs run as (u, or
+// the agent's own user if u is nil).
+func ownedBy(fi fs.FileInfo, u *jobUser) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	if u == nil {
+		return int(st.Uid) == os.Getuid()
+	}
+	return st.Uid == u.uid
+}

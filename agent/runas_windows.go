@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"io/fs"
 	"os/exec"
 )
 
@@ -18,3 +19,7 @@ func lookupUser(string) (*jobUser, error) {
 func setUser(*exec.Cmd, *jobUser)         {}
 func unreadableBy(string, *jobUser) error { return nil }
 func chownTree(string, *jobUser) error    { return nil }
+
+// ownedBy is false on Windows: an agent there keeps no work directory for
+// a later run.
+func ownedBy(fs.FileInfo, *jobUser) bool { return false }
