@@ -87,21 +87,24 @@ func (f *cgFiles) move(dirs []string, tid string) error {
 }
 
 // read reads the file at path from its start: a cgroup file shows its
-// figures anew to each read from offset 0.
+// figures anew to each read from offset 0. Not so a v1 list of processes
+// (cgroup.procs, tasks), which the kernel keeps for a second for the file
+// that read it: those are read through a file opened for the read.
 func (f *cgFiles) read(path string) ([]byte, error) {
 	fh, err := f.file(path)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 512)
-	n, err := fh.ReadAt(b, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+	for size := 512; ; size *= 4 {
+		b := make([]byte, size)
+		n, err := fh.ReadAt(b, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if n < size {
+			return b[:n], nil
+		}
 	}
-	if n == len(b) {
-		return nil, errors.New(path + " is longer than expected")
-	}
-	return b[:n], nil
 }
 
 // readUint reads a file holding one number.
