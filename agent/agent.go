@@ -175,10 +175,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("work directory: %w", err)
 		}
 	}
-	dirs, err := newWorkDirs(cfg.WorkDir, runAs)
-	if err != nil {
-		return nil, err
-	}
+	dirs := newWorkDirs(cfg.WorkDir, runAs)
 	xkey, err := nkeys.CreateCurveKeys()
 	if err != nil {
 		return nil, fmt.Errorf("curve key for secrets: %w", err)

@@ -156,7 +156,7 @@ func TestJobRuns(t *testing.T) {
 	if !strings.HasPrefix(stdout, "hi\nfrom stdin\n") || !strings.HasSuffix(stdout, "no newline\n") {
 		t.Errorf("stdout %q", stdout)
 	}
-	if !regexp.MustCompile(`/run-\d+-[0-9a-f]{8}-\d+/sub\n`).MatchString(stdout) {
+	if !regexp.MustCompile(`/run-\d+-[0-9a-f]{32}/sub\n`).MatchString(stdout) {
 		t.Errorf("the job did not run in its own work directory: %q", stdout)
 	}
 	for _, want := range []string{"OUTPOST_JOB_ID=" + r.ID + "\n", "OUTPOST_ATTEMPT=1\n", "OUTPOST_TAG=a\n", "GREETING=hi\n"} {

@@ -136,6 +136,10 @@ func newV1(agent, parent string) (*v1, error) {
 		}
 		g.home = append(g.home, s.(interface{ Path(string) string }).Path(p))
 	}
+	// Controllers mounted together share a directory; the thread moves
+	// once.
+	slices.Sort(g.home)
+	g.home = slices.Compact(g.home)
 	if _, err = cgroup1.New(g.path(""), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("cgroup v1: make the agent's cgroup: %w", err)
 	}
@@ -176,7 +180,7 @@ func (g *v1) removeDeadSlots() {
 		if _, err := fmt.Sscanf(e.Name(), "slot-%d-", &pid); err != nil || !e.IsDir() || pid == os.Getpid() {
 			continue
 		}
-		if pidExists(pid) {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			continue
 		}
 		dirs := g.dirs(e.Name())
@@ -209,7 +213,9 @@ func (g *v1) make(slot string, limits *subjects.Limits) (*v1Job, error) {
 	if _, err := cgroup1.New(g.path(slot), &specs.LinuxResources{}, cgroup1.WithHierarchy(g.hierarchy)); err != nil {
 		return nil, fmt.Errorf("make cgroup: %w", err)
 	}
-	j := &v1Job{host: g, slot: slot, dirs: g.dirs(slot), files: &cgFiles{}}
+	dirs := g.dirs(slot)
+	moves := slices.Sorted(maps.Values(dirs))
+	j := &v1Job{host: g, slot: slot, dirs: dirs, moves: slices.Compact(moves), files: &cgFiles{}}
 	// One way to set limits, for a new cgroup as for a kept one.
 	if err := j.reset(limits); err != nil {
 		_ = j.rmdir()
@@ -245,6 +251,9 @@ type v1Job struct {
 	// figure of every controller for three; a trivial job's agent spent
 	// about a third of its CPU in it.
 	dirs map[cgroup1.Name]string
+	// moves are its distinct directories, which the starting thread moves
+	// into (controllers mounted together share one).
+	moves []string
 	// files are the cgroup's files that each run writes or reads, kept
 	// open with the cgroup, and the values last written to them: a run
 	// writes only the limits that differ from its predecessor's.
@@ -322,7 +331,7 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 	go func() {
 		runtime.LockOSThread()
 		tid := strconv.Itoa(unix.Gettid())
-		if err := j.files.move(slices.Collect(maps.Values(j.dirs)), tid); err != nil {
+		if err := j.files.move(j.moves, tid); err != nil {
 			// It may be in some of the cgroups already.
 			if j.host.homeFiles.move(j.host.home, tid) == nil {
 				runtime.UnlockOSThread()
@@ -427,6 +436,7 @@ func (j *v1Job) remove() error {
 		return len(procs), err
 	}, func() { j.signal(syscall.SIGKILL) })
 	if err != nil {
+		j.files.close() // the cgroup stays, with what would not die, and serves no run
 		return err
 	}
 	if empty && j.flat() {
@@ -435,7 +445,7 @@ func (j *v1Job) remove() error {
 		j.mu.Lock()
 		j.released = true
 		j.mu.Unlock()
-		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, files: j.files}) {
+		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, moves: j.moves, files: j.files}) {
 			return nil
 		}
 	}

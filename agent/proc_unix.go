@@ -3,7 +3,6 @@
 package agent
 
 import (
-	"errors"
 	"os"
 	"syscall"
 )
@@ -17,9 +16,6 @@ func newProcGroup(p *os.Process) procGroup { return procGroup{pid: p.Pid} }
 func (g procGroup) signal(sig syscall.Signal) { _ = syscall.Kill(-g.pid, sig) }
 
 func (g procGroup) close() {}
-
-// pidExists reports whether a process of this pid exists.
-func pidExists(pid int) bool { return !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
 // systemEnv names what a job gets of the agent's environment besides PATH
 // and HOME: nothing.

@@ -80,7 +80,3 @@ func systemEnv() []string {
 
 // maxRSS is not counted on Windows.
 func maxRSS(*os.ProcessState) uint64 { return 0 }
-
-// pidExists reports whether a process of this pid may exist: a Windows agent
-// does not tell, and keeps what it is unsure of.
-func pidExists(int) bool { return true }

@@ -5,11 +5,9 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,11 +22,7 @@ import (
 // may go on running, and run says why.
 func TestRunKillsJobWhoseReportFails(t *testing.T) {
 	root := t.TempDir()
-	dirs, err := newWorkDirs(root, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &Agent{dirs: dirs, grace: time.Second, running: map[string]*process{}, stopped: map[string]pendingStop{}}
+	a := &Agent{dirs: newWorkDirs(root, nil), grace: time.Second, running: map[string]*process{}, stopped: map[string]pendingStop{}}
 	// With the watchdog, as an agent runs: the job waits at its gate,
 	// which opens as soon as it started, not when it was reported.
 	w, err := startWatchdog()
@@ -77,10 +71,7 @@ func TestRunKillsJobWhoseReportFails(t *testing.T) {
 // a directory, mode 0700, and only once the run's processes are all gone.
 func TestWorkDirReuse(t *testing.T) {
 	root := t.TempDir()
-	dirs, err := newWorkDirs(root, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dirs := newWorkDirs(root, nil)
 	for _, tc := range []struct {
 		name  string
 		ended bool
@@ -129,30 +120,35 @@ func TestWorkDirReuse(t *testing.T) {
 	}
 }
 
-// An agent that starts removes the work directories of agent processes
-// that are gone, and keeps those of live ones and anything else.
-func TestDeadAgentsWorkDirsRemoved(t *testing.T) {
+// Work directories have names no job can guess, and an agent whose jobs
+// run as another user, and so share a uid, keeps none for a later run.
+func TestWorkDirNamesAndRunAs(t *testing.T) {
 	root := t.TempDir()
-	gone := exec.Command("true")
-	if err := gone.Run(); err != nil {
+	dirs := newWorkDirs(root, nil)
+	name := regexp.MustCompile(`^run-` + strconv.Itoa(os.Getpid()) + `-[0-9a-f]{32}$`)
+	one, err := dirs.take()
+	if err != nil {
 		t.Fatal(err)
 	}
-	dead := fmt.Sprintf("run-%d-00000000-1", gone.Process.Pid)
-	live := fmt.Sprintf("run-%d-00000000-1", os.Getppid())
-	for _, d := range []string{dead, live, "other"} {
-		if err := os.MkdirAll(filepath.Join(root, d, "sub"), 0o700); err != nil {
-			t.Fatal(err)
+	two, err := dirs.take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{one, two} {
+		if !name.MatchString(filepath.Base(d)) {
+			t.Errorf("work directory %s: want run-<pid>-<32 hex digits>", d)
 		}
 	}
-	if _, err := newWorkDirs(root, nil); err != nil {
+	if one == two {
+		t.Errorf("two runs got %s", one)
+	}
+	shared := newWorkDirs(root, &jobUser{name: "job", uid: uint32(os.Getuid()), gid: uint32(os.Getgid())})
+	dir, err := shared.take()
+	if err != nil {
 		t.Fatal(err)
 	}
-	var left []string
-	entries, _ := os.ReadDir(root)
-	for _, e := range entries {
-		left = append(left, e.Name())
-	}
-	if want := []string{"other", live}; !slices.Equal(left, want) {
-		t.Errorf("the work root holds %q, want %q", left, want)
+	shared.give(dir, true)
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an agent with --run-as kept %s: %v", dir, err)
 	}
 }

@@ -51,17 +51,17 @@ func unreadableBy(path string, u *jobUser) error {
 	if err != nil {
 		return err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
+	uid, gid, ok := fileOwner(fi)
 	if !ok {
 		return fmt.Errorf("%s: no owner to check", path)
 	}
 	mode := fi.Mode().Perm()
 	switch {
-	case st.Uid == u.uid:
+	case uid == u.uid:
 		return fmt.Errorf("%s belongs to %s, whom jobs run as", path, u.name)
 	case mode&0o004 != 0:
 		return fmt.Errorf("%s is readable by everyone (mode %o)", path, mode)
-	case st.Gid == u.gid && mode&0o040 != 0:
+	case gid == u.gid && mode&0o040 != 0:
 		return fmt.Errorf("%s is readable by the group of %s, whom jobs run as (mode %o)", path, u.name, mode)
 	}
 	return nil
@@ -77,15 +77,11 @@ func chownTree(dir string, u *jobUser) error {
 	})
 }
 
-// ownedBy reports whether the file is owned by the user jobs run as (u, or
-// the agent's own user if u is nil).
-func ownedBy(fi fs.FileInfo, u *jobUser) bool {
+// fileOwner is the owner of the file fi describes.
+func fileOwner(fi fs.FileInfo) (uid, gid uint32, ok bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return false
+		return 0, 0, false
 	}
-	if u == nil {
-		return int(st.Uid) == os.Getuid()
-	}
-	return st.Uid == u.uid
+	return st.Uid, st.Gid, true
 }

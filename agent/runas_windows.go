@@ -20,6 +20,6 @@ func setUser(*exec.Cmd, *jobUser)         {}
 func unreadableBy(string, *jobUser) error { return nil }
 func chownTree(string, *jobUser) error    { return nil }
 
-// ownedBy is false on Windows: an agent there keeps no work directory for
-// a later run.
-func ownedBy(fs.FileInfo, *jobUser) bool { return false }
+// fileOwner tells no owner on Windows, so an agent there keeps no work
+// directory for a later run.
+func fileOwner(fs.FileInfo) (uid, gid uint32, ok bool) { return 0, 0, false }

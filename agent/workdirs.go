@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 )
 
 // workDirPool bounds how many emptied work directories an agent keeps.
@@ -22,26 +21,19 @@ const workDirPool = 16
 // the two were a sixth of a trivial job's agent CPU, and the mkdir a tenth
 // of its dispatch.
 //
-// Directories are named run-<pid>-<token>-<n>: unique among agents that
-// share a work root (one that drains beside its successor, or agents of
-// containers that are all pid 1), and telling which agent process made
-// them, so that an agent that starts removes those of agents gone.
+// Directories are named run-<pid>-<random>: no job can guess another's,
+// which matters to an agent with --run-as, whose jobs share a uid and may
+// pass through the work root but not list it. Such an agent keeps none for
+// a later run either: a job that learnt its directory's name could write
+// into it while another user's job has it.
 type workDirs struct {
-	root   string
-	prefix string
-	runAs  *jobUser
-	n      atomic.Uint64
-	free   spares[string]
+	root  string
+	runAs *jobUser
+	free  spares[string]
 }
 
-func newWorkDirs(root string, runAs *jobUser) (*workDirs, error) {
-	token := make([]byte, 4)
-	if _, err := rand.Read(token); err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
-	}
-	w := &workDirs{root: root, runAs: runAs, free: spares[string]{max: workDirPool}, prefix: "run-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(token) + "-"}
-	w.removeDead()
-	return w, nil
+func newWorkDirs(root string, runAs *jobUser) *workDirs {
+	return &workDirs{root: root, runAs: runAs, free: spares[string]{max: workDirPool}}
 }
 
 // take returns an empty directory for a run.
@@ -49,7 +41,11 @@ func (w *workDirs) take() (string, error) {
 	if dir, ok := w.free.take(); ok {
 		return dir, nil
 	}
-	dir := filepath.Join(w.root, w.prefix+strconv.FormatUint(w.n.Add(1), 10))
+	name := make([]byte, 16)
+	if _, err := rand.Read(name); err != nil {
+		return "", fmt.Errorf("name a work directory: %w", err)
+	}
+	dir := filepath.Join(w.root, "run-"+strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(name))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", err
 	}
@@ -58,11 +54,11 @@ func (w *workDirs) take() (string, error) {
 
 // give takes a run's directory back. It keeps it for a later run only if
 // nothing of the run is left that could still write into it (ended is
-// true: the run's cgroup was emptied) and it is as take handed it out: an
-// empty directory, of mode 0700 and the owner jobs run as. Otherwise it
-// removes it.
+// true: the run's cgroup was emptied), no other user's job can know its
+// name (see workDirs), and it is as take handed it out: an empty
+// directory of mode 0700 and the agent's owner. Otherwise it removes it.
 func (w *workDirs) give(dir string, ended bool) {
-	if ended && w.asNew(dir) && w.free.put(dir) {
+	if ended && w.runAs == nil && w.asNew(dir) && w.free.put(dir) {
 		return
 	}
 	_ = os.RemoveAll(dir)
@@ -70,7 +66,10 @@ func (w *workDirs) give(dir string, ended bool) {
 
 func (w *workDirs) asNew(dir string) bool {
 	fi, err := os.Lstat(dir)
-	if err != nil || !fi.IsDir() || fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0o700 || !ownedBy(fi, w.runAs) {
+	if err != nil || !fi.IsDir() || fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0o700 {
+		return false
+	}
+	if uid, _, ok := fileOwner(fi); !ok || int(uid) != os.Getuid() {
 		return false
 	}
 	f, err := os.Open(dir)
@@ -86,18 +85,5 @@ func (w *workDirs) asNew(dir string) bool {
 func (w *workDirs) close() {
 	for _, dir := range w.free.close() {
 		_ = os.RemoveAll(dir)
-	}
-}
-
-// removeDead removes the work directories of agent processes that are
-// gone: one that was killed leaves its runs' directories behind.
-func (w *workDirs) removeDead() {
-	entries, _ := os.ReadDir(w.root)
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "run-%d-", &pid); err != nil || !e.IsDir() || pid == os.Getpid() || pidExists(pid) {
-			continue
-		}
-		_ = os.RemoveAll(filepath.Join(w.root, e.Name()))
 	}
 }

@@ -36,15 +36,25 @@ func (c *Conn) Pull(ctx context.Context, stream, consumer string, batch int, wai
 }
 
 // Puller pulls from one consumer, one pull at a time, through one
-// subscription that serves pull after pull: a subscription per pull cost
-// the server a subscribe and an unsubscribe, and the client a queue, for
-// every job an agent took.
+// subscription that serves many pulls: a subscription per pull cost the
+// server a subscribe and an unsubscribe, and the client a queue, for every
+// job an agent took.
+//
+// Not every pull, though. A pull from another account has the server keep
+// a reply path for it (pullReplyWindow, accounts package) until that long
+// has passed or its inbox is unsubscribed, about 350 bytes each: one inbox
+// for every pull of a busy agent would have the server hold hundreds of
+// thousands. So a Puller takes a new inbox after pullsPerInbox pulls.
 type Puller struct {
 	c                *Conn
 	stream, consumer string
 	inbox            string
 	sub              *nats.Subscription // nil: subscribe before the next pull
+	pulls            int                // made through sub
 }
+
+// pullsPerInbox is how many pulls a Puller makes through one inbox.
+const pullsPerInbox = 64
 
 // NewPuller returns a Puller of a consumer of stream.
 func (c *Conn) NewPuller(stream, consumer string) (*Puller, error) {
@@ -56,7 +66,7 @@ func (c *Conn) NewPuller(stream, consumer string) (*Puller, error) {
 }
 
 func (p *Puller) subscribe() error {
-	p.inbox = p.c.NewInbox()
+	p.inbox, p.pulls = p.c.NewInbox(), 0
 	sub, err := p.c.SubscribeSync(p.inbox)
 	if err != nil {
 		return fmt.Errorf("pull from %s: %w", p.consumer, err)
@@ -78,20 +88,27 @@ func (p *Puller) Close() {
 // waiting up to wait), or on an error.
 //
 // A pull that ends otherwise may still be open at the server, and the next
-// pull subscribes anew: what the old one is sent then goes nowhere, and is
-// delivered again after its ack wait, rather than come to a caller that
-// asked for fewer and might hold it past that wait.
+// pull subscribes anew. The server delivers to a waiting pull only while
+// its inbox has a subscriber, so it then passes the old pull over; on the
+// old inbox, the old pull could deliver into a later one (nats.go
+// subscribes an inbox again after a reconnect), to a caller that asked for
+// fewer and might hold the message past its ack wait.
 //
 // It is a bare MSG.NEXT request, the one JetStream request that works from
 // a credential's own account (it is served by the consumer, in OUTPOST);
 // the jetstream package would first ask for the consumer's info, which
 // such an account cannot.
 func (p *Puller) Pull(ctx context.Context, batch int, wait time.Duration, fn func(*nats.Msg) error) (n int, err error) {
+	if p.sub != nil && p.pulls >= pullsPerInbox {
+		p.Close()
+		p.sub = nil
+	}
 	if p.sub == nil {
 		if err := p.subscribe(); err != nil {
 			return 0, err
 		}
 	}
+	p.pulls++
 	over := false // the server is done with this pull
 	defer func() {
 		if !over && n < batch {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/outpost-run/outpost/client"
 	"github.com/outpost-run/outpost/internal/testenv"
 	"github.com/outpost-run/outpost/subjects"
 )
@@ -71,5 +72,34 @@ func TestPullerKeepsItsSubscription(t *testing.T) {
 	testenv.Eventually(t, "no pull left waiting", waiting(0))
 	if n := s.agentA.NumSubscriptions(); n != subs {
 		t.Fatalf("%d subscriptions after pulling anew, want %d", n, subs)
+	}
+}
+
+// Each pull from an agent's account has the server keep a reply path until
+// its inbox is unsubscribed or ten minutes passed: a Puller moves to a new
+// inbox every so many pulls, so that what the server keeps stays bounded.
+func TestPullerBoundsTheServersReplyPaths(t *testing.T) {
+	s := newSite(t)
+	ctx := testenv.Context(t)
+	acc, err := s.env.Server.LookupAccount(s.env.Auth.WorkPublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.agentA.NewPuller(subjects.JobsStream, subjects.AgentsConsumer("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	before := acc.NumPendingAllResponses()
+	for range 300 {
+		if _, err := p.Pull(ctx, 1, 0, func(*nats.Msg) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.agentA.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := acc.NumPendingAllResponses() - before; n > 2*client.PullsPerInbox {
+		t.Errorf("after 300 pulls the server keeps %d reply paths, want at most %d", n, 2*client.PullsPerInbox)
 	}
 }

@@ -103,9 +103,17 @@ func updateJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, c
 		if rev, err = kv.Update(ctx, key, b, rev); err == nil {
 			return v, written{rev, len(b)}, nil
 		}
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence || ctx.Err() != nil {
+		if !wrongLastSequence(err) || ctx.Err() != nil {
 			return v, written{}, fmt.Errorf("update %s: %w", key, err)
 		}
 	}
+}
+
+// wrongLastSequence reports whether err is the server refusing a write
+// made on the condition of a subject's last sequence, which someone else
+// changed (a replicated stream says so with a code of its own).
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

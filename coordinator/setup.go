@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -134,17 +133,14 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, l Limits) (jetst
 // stream takes the head with it, which only slows the queue down until the
 // coordinator starts again.
 func ensureQueueHead(ctx context.Context, js jetstream.JetStream) error {
-	s, err := js.Stream(ctx, subjects.JobsStream)
+	// Stored only where no head is: two coordinators starting at once store
+	// one between them.
+	_, err := js.PublishMsg(ctx, &nats.Msg{Subject: subjects.JobsHead, Header: nats.Header{jetstream.MsgTTLHeader: []string{"never"}}},
+		jetstream.WithExpectLastSequencePerSubject(0))
+	if wrongLastSequence(err) {
+		return nil // there is one
+	}
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", subjects.JobsStream, err)
-	}
-	if _, err := s.GetLastMsgForSubject(ctx, subjects.JobsHead); !errors.Is(err, jetstream.ErrMsgNotFound) {
-		if err != nil {
-			return fmt.Errorf("stream %s: look for its head: %w", subjects.JobsStream, err)
-		}
-		return nil
-	}
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subjects.JobsHead, Header: nats.Header{jetstream.MsgTTLHeader: []string{"never"}}}); err != nil {
 		return fmt.Errorf("stream %s: store its head: %w", subjects.JobsStream, err)
 	}
 	return nil

@@ -1,0 +1,4 @@
+package client
+
+// PullsPerInbox is how many pulls a Puller makes through one inbox.
+const PullsPerInbox = pullsPerInbox
