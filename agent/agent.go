@@ -81,9 +81,17 @@ type Agent struct {
 	name  string
 	tags  []string
 	slots chan struct{}
-	dirs  *workDirs
-	grace time.Duration
-	log   *slog.Logger
+	// ending are the jobs whose process is done and whose end is being
+	// stored, off their slot (see execute): at most one per slot.
+	ending chan struct{}
+	dirs   *workDirs
+	// lineReaders are the buffers jobs' output is read through, kept from
+	// one run to the next: made for each run, a job's two (32 KiB each)
+	// were most of what an agent allocated, and most of its collector's
+	// work.
+	lineReaders sync.Pool
+	grace       time.Duration
+	log         *slog.Logger
 
 	jobs         sync.WaitGroup // executions under way
 	runs         atomic.Uint64  // runs started, which name each run's cgroup
@@ -183,12 +191,13 @@ func New(cfg Config) (*Agent, error) {
 	xkeyPub, _ := xkey.PublicKey()
 	a := &Agent{
 		conn: cfg.Conn, js: cfg.Conn.JS, name: id.Name, tags: slices.Clone(id.Tags),
-		slots: make(chan struct{}, cfg.Concurrency), dirs: dirs, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
+		slots: make(chan struct{}, cfg.Concurrency), ending: make(chan struct{}, cfg.Concurrency), dirs: dirs, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{}, runAs: runAs,
 		xkey: xkey, xkeyPub: xkeyPub,
 	}
+	a.lineReaders.New = func() any { return newLineReader() }
 	cg, err := newCgroups(id.Name, cfg.Cgroups)
 	if err != nil {
 		a.noCgroups = err.Error()
@@ -392,8 +401,9 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 			a.jobs.Add(1)
 			go func() {
 				defer a.jobs.Done()
-				defer func() { <-a.slots }()
-				a.execute(jobCtx, m, ackWait)
+				free := sync.OnceFunc(func() { <-a.slots })
+				defer free()
+				a.execute(jobCtx, m, ackWait, free)
 			}()
 			return nil
 		})

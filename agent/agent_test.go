@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,6 +190,38 @@ func TestJobRuns(t *testing.T) {
 		if rec.ExitCode == nil || *rec.ExitCode != tc.code || !strings.Contains(rec.Error, tc.why) {
 			t.Errorf("%v: exit %v error %q", tc.cmd, rec.ExitCode, rec.Error)
 		}
+	}
+}
+
+// TestConcurrencyBoundsProcesses: an agent runs the processes of at most
+// its concurrency's jobs at once, though it pulls the next job while it
+// stores the end of the last. Each job counts the jobs whose marker is in
+// a shared directory, its own included, and takes its marker away before
+// it exits.
+func TestConcurrencyBoundsProcesses(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t) // concurrency 2
+	shared := t.TempDir()
+	var ids []string
+	for range 8 {
+		r := s.submit(t, subjects.JobSpec{Tag: "a", Env: map[string]string{"D": shared},
+			Command: sh(`f="$D/$OUTPOST_JOB_ID"; touch "$f"; ls "$D" | wc -l; sleep 0.1; rm "$f"`)})
+		ids = append(ids, r.ID)
+	}
+	most := 0
+	for _, id := range ids {
+		s.waitState(t, id, subjects.StateSucceeded)
+		out, _, _ := s.output(t, id)
+		n, err := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("job %s printed %q, not a count", id, out)
+		}
+		most = max(most, n)
+	}
+	t.Logf("at most %d jobs ran at once", most)
+	if most > 2 {
+		t.Errorf("%d jobs ran at once on an agent of concurrency 2", most)
 	}
 }
 

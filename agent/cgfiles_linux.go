@@ -95,7 +95,7 @@ func (f *cgFiles) read(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	for size := 512; ; size *= 4 {
+	for size := 128; ; size *= 4 { // a counter, or memory.oom_control, fits the first
 		b := make([]byte, size)
 		n, err := fh.ReadAt(b, 0)
 		if err != nil && !errors.Is(err, io.EOF) {

@@ -264,20 +264,26 @@ type v1Job struct {
 	// while it sets released. Each run has a v1Job of its own.
 	mu       sync.RWMutex
 	released bool
+	// empty is set once a kill found no process left in it: nothing can
+	// join an emptied cgroup but the agent's starting thread, so remove
+	// need not list its processes again.
+	empty atomic.Bool
 }
 
 func (j *v1Job) name() string { return j.slot }
 
-// reset readies a kept cgroup for a run with limits (nil: none): it sets
-// each limit the run asks for and lifts those an earlier run set, and
-// starts the counters the run reports from zero. The cgroup is empty, so
-// no process sees a limit between two writes.
+// reset readies a cgroup for a run with limits (nil: none): it sets each
+// limit the run asks for and lifts those an earlier run set. The counters
+// the run reports start from zero already: a new cgroup's do, and a kept
+// one's were set so when it was kept (see remove), off the path from a
+// job's delivery to its start. The cgroup is empty, so no process sees a
+// limit between two writes.
 func (j *v1Job) reset(limits *subjects.Limits) error {
 	var l subjects.Limits
 	if limits != nil {
 		l = *limits
 	}
-	mem, cpu, acct, pids := j.dirs[cgroup1.Memory], j.dirs[cgroup1.Cpu], j.dirs[cgroup1.Cpuacct], j.dirs[cgroup1.Pids]
+	mem, cpu, pids := j.dirs[cgroup1.Memory], j.dirs[cgroup1.Cpu], j.dirs[cgroup1.Pids]
 	memory := "-1"
 	if l.Memory > 0 {
 		memory = strconv.FormatUint(uint64(l.Memory), 10)
@@ -303,17 +309,27 @@ func (j *v1Job) reset(limits *subjects.Limits) error {
 	}
 	if err == nil {
 		err = errors.Join(
-			f.write(filepath.Join(mem, "memory.max_usage_in_bytes"), "0"),
 			f.set(filepath.Join(cpu, "cpu.cfs_period_us"), strconv.Itoa(cfsPeriod)),
 			f.set(filepath.Join(cpu, "cpu.cfs_quota_us"), quota),
-			f.write(filepath.Join(acct, "cpuacct.usage"), "0"),
 			f.set(filepath.Join(pids, "pids.max"), pidsMax))
 	}
 	if err != nil {
 		return fmt.Errorf("reset cgroup %s: %w", j.slot, err)
 	}
-	j.oomBase = j.oomKills()
 	return nil
+}
+
+// zero starts the counters a run reports from zero, for the next run of an
+// emptied cgroup, and returns its count of OOM kills so far, which the
+// kernel cannot reset: the next run counts only its own.
+func (j *v1Job) zero() (oomBase uint64, err error) {
+	err = errors.Join(
+		j.files.write(filepath.Join(j.dirs[cgroup1.Memory], "memory.max_usage_in_bytes"), "0"),
+		j.files.write(filepath.Join(j.dirs[cgroup1.Cpuacct], "cpuacct.usage"), "0"))
+	if err != nil {
+		return 0, fmt.Errorf("reset the counters of cgroup %s: %w", j.slot, err)
+	}
+	return j.oomKills(), nil
 }
 
 // start places the job's first process in the cgroup before it runs any of
@@ -380,6 +396,9 @@ func (j *v1Job) signal(sig syscall.Signal) {
 	}
 	for range killPasses {
 		procs, err := cgroupProcs(j.dirs[cgroup1.Pids])
+		if err == nil && len(procs) == 0 {
+			j.empty.Store(true)
+		}
 		if err != nil || len(procs) == 0 {
 			return
 		}
@@ -429,23 +448,29 @@ func (j *v1Job) oomKills() uint64 {
 // kill left it empty, with no cgroups of the job's own below it, and the
 // pool has room; otherwise it removes it.
 func (j *v1Job) remove() error {
-	empty := false
-	err := killAll(func() (int, error) {
-		procs, err := cgroupProcs(j.dirs[cgroup1.Pids])
-		empty = err == nil && len(procs) == 0
-		return len(procs), err
-	}, func() { j.signal(syscall.SIGKILL) })
-	if err != nil {
-		j.files.close() // the cgroup stays, with what would not die, and serves no run
-		return err
+	empty := j.empty.Load()
+	if !empty {
+		err := killAll(func() (int, error) {
+			procs, err := cgroupProcs(j.dirs[cgroup1.Pids])
+			empty = err == nil && len(procs) == 0
+			return len(procs), err
+		}, func() { j.signal(syscall.SIGKILL) })
+		if err != nil {
+			j.files.close() // the cgroup stays, with what would not die, and serves no run
+			return err
+		}
 	}
 	if empty && j.flat() {
+		oomBase, err := j.zero()
+		if err != nil {
+			return j.rmdir() // kept, it would report the wrong figures
+		}
 		// Released before it is kept, for the next run may take it at once;
 		// released, it is past signalling, and empty, it needs none.
 		j.mu.Lock()
 		j.released = true
 		j.mu.Unlock()
-		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, moves: j.moves, files: j.files}) {
+		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, moves: j.moves, files: j.files, oomBase: oomBase}) {
 			return nil
 		}
 	}

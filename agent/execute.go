@@ -18,7 +18,9 @@ import (
 // execute runs one delivered job to its end. The job message is acked only
 // after the terminal status is stored; until then InProgress keeps it ours,
 // so if this agent dies the job goes to another agent as the next attempt.
-func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration) {
+// free gives up the job's slot: once its process is done, the next job may
+// start while this one's end is stored.
+func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration, free func()) {
 	meta, err := m.Metadata()
 	if err != nil {
 		a.log.Error("job message without metadata", "subject", m.Subject, "err", err)
@@ -136,6 +138,17 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration)
 		end.State, end.ExitCode, end.Error, end.Usage = res.state, res.exitCode, res.err, res.usage
 	}
 	end.At = time.Now().UTC()
+	// A slot bounds the jobs' processes, and storing an end is a round
+	// trip: the slot goes to the next job meanwhile, so an agent pulls its
+	// next job while it stores the last one's end. Only as many ends as
+	// there are slots are stored at once: if the server stores none, the
+	// slots stay taken, and no more jobs come.
+	select {
+	case a.ending <- struct{}{}:
+		defer func() { <-a.ending }()
+		free()
+	default:
+	}
 	// The terminal status is retried until it is stored, however long NATS
 	// is out of reach, for as long as the agent runs, and for a while
 	// after it was told to stop its jobs.

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,12 @@ import (
 // follower waits for, and nothing would join it.
 const linger = 5 * time.Millisecond
 
+// lineQueue is how many lines wait between a job's output readers and its
+// batcher: enough that a chatty job's readers seldom wait. Each run makes
+// its queue, and one of 1024 lines (48 KiB) was a third of what an agent
+// allocated for a trivial job.
+const lineQueue = 128
+
 // line is one line (or one chunk of an over-long line) of job output.
 type line struct {
 	stream  string
@@ -33,10 +38,14 @@ type line struct {
 	partial bool   // the line goes on in the next chunk
 }
 
-// readLines sends the lines of r to out until r ends. Lines longer than
-// subjects.MaxLine are cut into chunks marked partial, never dropped.
-func readLines(r io.Reader, stream string, out chan<- line) {
-	br := bufio.NewReaderSize(r, subjects.MaxLine)
+// newLineReader is a reader of job output for readLines, whose buffer
+// holds the longest line sent whole.
+func newLineReader() *bufio.Reader { return bufio.NewReaderSize(nil, subjects.MaxLine) }
+
+// readLines sends the lines br reads to out until its reader ends. Lines
+// longer than subjects.MaxLine are cut into chunks marked partial, never
+// dropped. What it sends is copied: br may read for another job next.
+func readLines(br *bufio.Reader, stream string, out chan<- line) {
 	for {
 		b, err := br.ReadSlice('\n')
 		if len(b) > 0 {

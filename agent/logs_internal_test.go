@@ -14,7 +14,9 @@ import (
 func collect(r io.Reader) []line {
 	out := make(chan line, 64)
 	done := make(chan struct{})
-	go func() { readLines(r, subjects.StreamStdout, out); close(done) }()
+	br := newLineReader()
+	br.Reset(r)
+	go func() { readLines(br, subjects.StreamStdout, out); close(done) }()
 	var got []line
 	for {
 		select {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -146,11 +147,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 			a.watch.removeJob(name)
 		})
 	}
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		return failed(-1, "pipe: %v", err), <-reported
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
@@ -158,13 +159,11 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	// A job born inside its cgroup is in the watchdog's sight from its
-	// first instruction. Without one, it waits at a gate until the
-	// watchdog knows its process group, which costs an exec of the shell.
-	open := func(run bool) {
-		if run {
-			a.watch.add(cmd.Process.Pid)
-		}
-	}
+	// first instruction, wherever its processes go, and the watchdog need
+	// not know its process group. Without one, it waits at a gate until
+	// the watchdog knows its process group, which costs an exec of the
+	// shell.
+	open := func(bool) {}
 	if cg != nil {
 		err = cg.start(cmd)
 	} else if open, err = a.watch.gate(cmd); err != nil {
@@ -218,18 +217,20 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		p.kill()
 		_ = cmd.Wait()
 		close(p.done)
-		a.watch.remove(cmd.Process.Pid)
+		if cg == nil {
+			a.watch.remove(cmd.Process.Pid)
+		}
 		outR.Close()
 		errR.Close()
 		return result{}, err
 	}
 
-	lines := make(chan line, 1024)
+	lines := make(chan line, lineQueue)
 	read := lines // where the readers send
 	if mask := secrets.NewMasker(secretValues); mask != nil {
 		// Secret values never leave the agent: each line is masked
 		// before the batcher sees it.
-		read = make(chan line, 1024)
+		read = make(chan line, lineQueue)
 		go func() {
 			defer close(lines)
 			held := map[string][]byte{} // by stream: the tail of a line cut in chunks
@@ -267,14 +268,23 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		name string
 	}{{outR, subjects.StreamStdout}, {errR, subjects.StreamStderr}} {
 		readers.Add(1)
-		go func() { defer readers.Done(); readLines(r.f, r.name, read) }()
+		br := a.lineReaders.Get().(*bufio.Reader)
+		br.Reset(r.f)
+		go func() {
+			defer readers.Done()
+			readLines(br, r.name, read)
+			br.Reset(nil) // holds on to no pipe while it waits for the next job
+			a.lineReaders.Put(br)
+		}()
 	}
 
 	werr := cmd.Wait()
 	close(p.done)
 	// Whatever the job left behind in its group, or its cgroup, dies with it.
 	p.kill()
-	a.watch.remove(cmd.Process.Pid)
+	if cg == nil {
+		a.watch.remove(cmd.Process.Pid)
+	}
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {
