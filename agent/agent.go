@@ -392,7 +392,10 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		if probe {
 			wait = pullProbe
 		}
-		_, err := puller.Pull(pctx, 1, wait, func(m *nats.Msg) error {
+		// As many jobs as there are free slots: one pull at a time, each
+		// for one job, left an agent's slots to fill a round trip apart.
+		batch := max(1, cap(a.slots)-len(a.slots))
+		_, err := puller.Pull(pctx, batch, wait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()
