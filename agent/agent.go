@@ -339,6 +339,24 @@ const (
 	refuseDelay = 2 * time.Second
 )
 
+// pullBatch is how many jobs a pull asks for: as many as there are free
+// slots, up to maxPullBatch, for an agent of one tag; one pull at a time
+// for one job left a busy agent's slots to fill a round trip apart. An
+// agent of several tags asks for one: its tags share the slots, and of
+// jobs that came for slots another tag took, only the one being handed a
+// slot is kept alive with InProgress; the others would wait out their ack
+// wait in the subscription's queue and be delivered again meanwhile.
+func (a *Agent) pullBatch() int {
+	if len(a.tags) > 1 {
+		return 1
+	}
+	return min(maxPullBatch, max(1, cap(a.slots)-len(a.slots)))
+}
+
+// maxPullBatch bounds a pull, well inside the queue of a sync subscription
+// of the agent's connection (cmd/agent), which drops what overflows it.
+const maxPullBatch = 64
+
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
 // slot before it asks, and takes the slot once a job arrives, so several
 // tags share the slots without one starving another; a job that arrives
@@ -392,9 +410,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		if probe {
 			wait = pullProbe
 		}
-		// As many jobs as there are free slots: one pull at a time, each
-		// for one job, left an agent's slots to fill a round trip apart.
-		batch := max(1, cap(a.slots)-len(a.slots))
+		batch := a.pullBatch()
 		_, err := puller.Pull(pctx, batch, wait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/agent"
+	"github.com/outpost-run/outpost/client"
 	"github.com/outpost-run/outpost/coordinator"
 	"github.com/outpost-run/outpost/internal/testenv"
 	"github.com/outpost-run/outpost/subjects"
@@ -303,5 +304,62 @@ func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 	})
 	if _, ok := s.env.Logs.Find(mark, func(e testenv.Entry) bool { return e.Msg == "job handed over again after it ended; acked, not run" }); ok {
 		t.Error("attempt 2 was taken for a ghost of attempt 1")
+	}
+}
+
+// TestSharedSlotsKeepWaitingJobs: an agent of two tags whose slots are all
+// held by some of its jobs keeps those that came meanwhile alive until a
+// slot frees: none waits out its ack wait, is delivered again, and runs
+// twice.
+func TestSharedSlotsKeepWaitingJobs(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, quickLimits()) // an ack wait of a second
+	s.agentCreds = s.env.Creds(accounts.RoleAgent, "agent-ab", "a", "b")
+	bob := s.env.Dial(s.env.Creds(accounts.RoleUser, "bob", "b"))
+	s.env.StartAgent(s.agentCreds, agent.Config{Concurrency: 2, StopGrace: testenv.Timeout})
+	ctx := testenv.Context(t)
+	type job struct {
+		by *client.Conn
+		id string
+	}
+	var jobs []job
+	for _, j := range []struct {
+		by     *client.Conn
+		tag    string
+		script string
+	}{{s.alice, "a", "sleep 3"}, {s.alice, "a", "sleep 3"}, {bob, "b", "sleep 1"}, {bob, "b", "sleep 1"}, {bob, "b", "sleep 1"}} {
+		r, err := j.by.Submit(ctx, subjects.JobSpec{Tag: j.tag, Command: sh(j.script)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, job{j.by, r.ID})
+	}
+	for _, j := range jobs {
+		var r *subjects.Record
+		testenv.Eventually(t, "job "+j.id+" to end", func() bool {
+			var err error
+			if r, err = j.by.Get(ctx, j.id); err != nil {
+				t.Fatal(err)
+			}
+			return r.State.Terminal()
+		})
+		if r.State != subjects.StateSucceeded || r.Attempt != 1 {
+			t.Errorf("job %s of tag %s ended %s in attempt %d (%s); want succeeded in attempt 1", j.id, r.Tag, r.State, r.Attempt, r.Error)
+		}
+	}
+	// Delivered again even where it did not run again: the consumer counts
+	// every delivery.
+	for tag, n := range map[string]uint64{"a": 2, "b": 3} {
+		c, err := s.env.CoordConn.JS.Consumer(ctx, subjects.JobsStream, subjects.AgentsConsumer(tag))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Delivered.Consumer; got != n {
+			t.Errorf("tag %s: %d deliveries of its %d jobs", tag, got, n)
+		}
 	}
 }

@@ -24,7 +24,7 @@ type stats struct {
 func (a *Agent) Register(reg prometheus.Registerer) error {
 	used := func() float64 { return float64(len(a.slots)) }
 	for _, c := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_agent_slots_used", Help: "Job slots in use."}, used),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_agent_slots_used", Help: "Job slots in use: jobs whose process runs (a job whose end is being stored has given its slot up)."}, used),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_agent_slots_free", Help: "Job slots free."}, func() float64 { return float64(cap(a.slots)) - used() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_lines_total", Help: "Log lines published."}, func() float64 { return float64(a.stats.lines.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_agent_log_bytes_total", Help: "Log bytes published."}, func() float64 { return float64(a.stats.bytes.Load()) }),

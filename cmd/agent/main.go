@@ -68,10 +68,10 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 			}
 			d := conn.Dial("outpost-agent")
 			d.Reconnect, d.Logger = true, log
-			// An agent's sync subscriptions take one job, or one reply, at a
-			// time: nats.go's default queue of 65,536 messages (512 KiB) for
-			// each, made anew every 64 pulls, was a fifth of what a busy
-			// agent allocated.
+			// An agent's sync subscriptions take a pull's jobs (at most
+			// agent's maxPullBatch) or one reply at a time: nats.go's
+			// default queue of 65,536 messages (512 KiB) for each, made anew
+			// every 64 pulls, was a fifth of what a busy agent allocated.
 			d.Options = append(d.Options, nats.SyncQueueLen(agentSyncQueue))
 			nc, err := client.Dial(cmd.Context(), d)
 			if err != nil {
