@@ -122,7 +122,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	}
 	f := cmd.Flags()
 	conn.Bind(f, "the agent's creds file")
-	f.IntVar(&concurrency, "concurrency", 1, "jobs to run at once")
+	f.IntVar(&concurrency, "concurrency", 1, "jobs whose processes run at once (a job whose process ended may still be storing its end)")
 	f.StringVar(&workdir, "workdir", "", "directory for job work directories (default: a directory under $TMPDIR)")
 	f.DurationVar(&grace, "stop-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz here, such as 127.0.0.1:9091 (default: none)")
