@@ -141,8 +141,9 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 	// A slot bounds the jobs' processes, and storing an end is a round
 	// trip: the slot goes to the next job meanwhile, so an agent pulls its
 	// next job while it stores the last one's end. Only as many ends as
-	// there are slots are stored at once: if the server stores none, the
-	// slots stay taken, and no more jobs come.
+	// there are slots are stored off their slots; past that a job keeps
+	// its slot, so if the server stores none, the slots stay taken and no
+	// more jobs come.
 	select {
 	case a.ending <- struct{}{}:
 		defer func() { <-a.ending }()
