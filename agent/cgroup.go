@@ -39,8 +39,8 @@ type jobCgroup interface {
 	// usage reads what the job used so far.
 	usage() cgroupUsage
 	// remove kills whatever is left and removes the cgroup, or (v1) keeps
-	// it for a later run once it is empty.
-	remove() error
+	// it for a later run once it is empty, and reports whether it kept it.
+	remove() (kept bool, err error)
 }
 
 // cgroupUsage is what a job's cgroup counted. A zero field was not counted.

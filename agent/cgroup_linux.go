@@ -447,7 +447,7 @@ func (j *v1Job) oomKills() uint64 {
 // remove kills what is left and keeps the cgroup for a later run if the
 // kill left it empty, with no cgroups of the job's own below it, and the
 // pool has room; otherwise it removes it.
-func (j *v1Job) remove() error {
+func (j *v1Job) remove() (kept bool, err error) {
 	empty := j.empty.Load()
 	if !empty {
 		err := killAll(func() (int, error) {
@@ -457,13 +457,13 @@ func (j *v1Job) remove() error {
 		}, func() { j.signal(syscall.SIGKILL) })
 		if err != nil {
 			j.files.close() // the cgroup stays, with what would not die, and serves no run
-			return err
+			return false, err
 		}
 	}
 	if empty && j.flat() {
 		oomBase, err := j.zero()
 		if err != nil {
-			return j.rmdir() // kept, it would report the wrong figures
+			return false, j.rmdir() // kept, it would report the wrong figures
 		}
 		// Released before it is kept, for the next run may take it at once;
 		// released, it is past signalling, and empty, it needs none.
@@ -471,10 +471,10 @@ func (j *v1Job) remove() error {
 		j.released = true
 		j.mu.Unlock()
 		if j.host.pool.put(&v1Job{host: j.host, slot: j.slot, dirs: j.dirs, moves: j.moves, files: j.files, oomBase: oomBase}) {
-			return nil
+			return true, nil
 		}
 	}
-	return j.rmdir()
+	return false, j.rmdir()
 }
 
 // flat reports whether the cgroup has no cgroups below it, which the job
@@ -726,13 +726,13 @@ func (j *v2Job) usage() cgroupUsage {
 	return u
 }
 
-func (j *v2Job) remove() error {
-	err := killAll(func() (int, error) {
+func (j *v2Job) remove() (kept bool, err error) {
+	err = killAll(func() (int, error) {
 		procs, err := j.m.Procs(true)
 		return len(procs), err
 	}, func() { _ = j.m.Kill() })
 	if err != nil {
-		return err
+		return false, err
 	}
-	return j.m.Delete()
+	return false, j.m.Delete()
 }

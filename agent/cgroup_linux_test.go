@@ -56,7 +56,7 @@ func TestCgroupV2PlacesAndKills(t *testing.T) {
 	if err := job.start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = job.remove() })
+	t.Cleanup(func() { _, _ = job.remove() })
 	want := filepath.Join(g.path, "job")
 	if got := v2CgroupOf(t, cmd.Process.Pid); got != want {
 		t.Errorf("the job's process is in %q, want %q", got, want)
@@ -74,7 +74,7 @@ func TestCgroupV2PlacesAndKills(t *testing.T) {
 	job.signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	waitFor(t, "the orphan to be gone", func() bool { return !alive(orphan) })
-	if err := job.remove(); err != nil {
+	if _, err := job.remove(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,7 +100,7 @@ func TestCgroupV1ListsKillsRemoves(t *testing.T) {
 	if err := job.start(cmd); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = job.remove() })
+	t.Cleanup(func() { _, _ = job.remove() })
 	// A cgroup of the job's own, below its cgroup, holding a process.
 	sub := filepath.Join(job.dirs[cgroup1.Pids], "sub")
 	if err := os.Mkdir(sub, 0o755); err != nil {
@@ -118,7 +118,7 @@ func TestCgroupV1ListsKillsRemoves(t *testing.T) {
 		t.Errorf("the job's processes: %v (%v); want %d and %d", procs, err, cmd.Process.Pid, other.Process.Pid)
 	}
 	waitFor(t, "the job's CPU time to be counted", func() bool { return job.usage().cpuSeconds > 0 })
-	if err := job.remove(); err != nil {
+	if _, err := job.remove(); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = cmd.Wait(), other.Wait()
@@ -176,7 +176,7 @@ func TestCgroupV1ReuseSetsLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := cg.(*v1Job)
-	if err := first.remove(); err != nil {
+	if _, err := first.remove(); err != nil {
 		t.Fatal(err)
 	}
 	cg, err = g.create("two", &subjects.Limits{Memory: 32 << 20, CPU: 0.5, Pids: 4})
@@ -197,7 +197,7 @@ func TestCgroupV1ReuseSetsLimits(t *testing.T) {
 			t.Errorf("%s: %s, want %s", file, got, v)
 		}
 	}
-	if err := j.remove(); err != nil {
+	if _, err := j.remove(); err != nil {
 		t.Fatal(err)
 	}
 	cg, err = g.create("three", nil)
@@ -217,7 +217,7 @@ func TestCgroupV1ReuseSetsLimits(t *testing.T) {
 	if got, _ := strconv.ParseUint(read(j, cgroup1.Memory, "memory.limit_in_bytes"), 10, 64); got < 1<<40 {
 		t.Errorf("memory.limit_in_bytes: %d, want none", got)
 	}
-	if err := j.remove(); err != nil {
+	if _, err := j.remove(); err != nil {
 		t.Fatal(err)
 	}
 	g.close()

@@ -134,17 +134,18 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		}
 	}
 	if cg != nil {
-		// The watchdog keeps a count per name, so a cgroup that another
-		// run takes up again before this removeJob stays in its sight.
+		// A kept cgroup stays in the watchdog's sight, empty, for its next
+		// run: the watchdog is told of a cgroup once, not of each run.
 		name := cg.name()
 		a.watch.addJob(name)
 		tidy = append(tidy, func() {
-			if err := cg.remove(); err != nil {
+			kept, err := cg.remove()
+			if err != nil {
 				a.log.Warn("could not remove the job's cgroup", "job", job.ID, "err", err)
 			} else {
 				emptied = true
 			}
-			a.watch.removeJob(name)
+			a.watch.removeJob(name, kept)
 		})
 	}
 	outR, outW, err := outputPipe()

@@ -64,6 +64,9 @@ type watchdog struct {
 	cmd *exec.Cmd
 	mu  sync.Mutex
 	in  io.WriteCloser
+	// jobs are the job cgroups the watchdog was told of, by name, with
+	// the runs in each (a kept cgroup stays listed with none).
+	jobs map[string]int
 }
 
 // startWatchdog starts the watchdog in a process group of its own, so a
@@ -78,7 +81,7 @@ func startWatchdog() (*watchdog, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the job watchdog: %w", err)
 	}
-	return &watchdog{cmd: cmd, in: in}, nil
+	return &watchdog{cmd: cmd, in: in, jobs: map[string]int{}}, nil
 }
 
 // gate makes cmd, once started, wait until open(true), which tells the
@@ -119,12 +122,38 @@ func (w *watchdog) remove(pgid int) { w.send("- " + strconv.Itoa(pgid)) }
 // whatever process group or session it moved to.
 func (w *watchdog) cgroups(dir string) { w.send("c " + dir) }
 
-// addJob and removeJob tell the watchdog about a job's cgroup, by its
-// name under that directory. It counts them: a name added twice (a pooled
-// v1 cgroup that a second run took up before the first run's removeJob)
-// stays until it was removed twice.
-func (w *watchdog) addJob(id string)    { w.send("j " + id) }
-func (w *watchdog) removeJob(id string) { w.send("u " + id) }
+// addJob tells the watchdog about the cgroup of a run that starts, by its
+// name under that directory, and removeJob that the run ended, and whether
+// its cgroup was kept for a later run. A kept cgroup stays listed, empty,
+// until a run that ends in it does not keep it: the watchdog hears of a
+// kept v1 cgroup once, not twice for each run (two writes, and two
+// wake-ups of the shell, on the way to every job's start and end), and
+// killing in an empty one costs nothing. A cgroup is listed while any run
+// is in it: a kept one that a second run takes up before the first run's
+// removeJob stays listed.
+func (w *watchdog) addJob(name string) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, listed := w.jobs[name]; !listed {
+		w.sendLocked("j " + name)
+	}
+	w.jobs[name]++
+}
+
+func (w *watchdog) removeJob(name string, kept bool) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.jobs[name]--; w.jobs[name] <= 0 && !kept {
+		delete(w.jobs, name)
+		w.sendLocked("u " + name)
+	}
+}
 
 func (w *watchdog) send(line string) {
 	if w == nil {
@@ -132,8 +161,10 @@ func (w *watchdog) send(line string) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, _ = io.WriteString(w.in, line+"\n")
+	w.sendLocked(line)
 }
+
+func (w *watchdog) sendLocked(line string) { _, _ = io.WriteString(w.in, line+"\n") }
 
 // stop ends the watchdog once no job runs: with an empty set it kills
 // nothing.

@@ -84,7 +84,7 @@ func TestWatchdogKillsItsJobsCgroups(t *testing.T) {
 	w.cgroups(dir)
 	w.addJob("job1")
 	w.addJob("job2")
-	w.removeJob("job2")
+	w.removeJob("job2", false)
 	var exited sync.WaitGroup
 	for _, cmd := range []*exec.Cmd{mine, below} {
 		exited.Go(func() { _ = cmd.Wait() })

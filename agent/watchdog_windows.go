@@ -11,10 +11,10 @@ func startWatchdog() (*watchdog, error) { return nil, nil }
 
 func (*watchdog) gate(*exec.Cmd) (open func(run bool), err error) { return func(bool) {}, nil }
 
-func (*watchdog) add(int)          {}
-func (*watchdog) remove(int)       {}
-func (*watchdog) cgroups(string)   {}
-func (*watchdog) addJob(string)    {}
-func (*watchdog) removeJob(string) {}
+func (*watchdog) add(int)                {}
+func (*watchdog) remove(int)             {}
+func (*watchdog) cgroups(string)         {}
+func (*watchdog) addJob(string)          {}
+func (*watchdog) removeJob(string, bool) {}
 
 func (*watchdog) stop() {}
