@@ -107,6 +107,9 @@ type Agent struct {
 	cgroups   cgroupHost
 	noCgroups string
 	runAs     *jobUser // nil: jobs run as the agent's user
+	// devNull is the stdin of jobs without one, opened once by Run (nil:
+	// os/exec opens it for each job, as it would otherwise).
+	devNull *os.File
 	// xkey opens the secrets sealed to this agent process; its public half
 	// goes out in every heartbeat. It lives in memory only: a restarted
 	// agent has a new one.
@@ -222,6 +225,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.kill = killJobs
 	a.mu.Unlock()
+	if f, err := os.Open(os.DevNull); err == nil {
+		a.devNull = f
+		defer f.Close()
+	}
 	if w, err := startWatchdog(); err != nil {
 		a.log.Warn("no watchdog: what a job leaves running may outlive this agent if it dies", "err", err)
 	} else {

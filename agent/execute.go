@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -107,7 +108,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 			}
 			reported <- err
 		}()
-		log.Info("job started", "command", job.Command)
+		log.Info("job started", "command", commandLine(job.Command))
 		res, err := a.run(ctx, job, attempt, secretValues, reported)
 		if errors.Is(err, errTaken) {
 			// The server lost the request's delivery count (it restarted
@@ -366,3 +367,8 @@ func deref(p *int) any {
 	}
 	return *p
 }
+
+// commandLine is a job's command as a log shows it, the way fmt's %v shows
+// a slice, without the reflection that made it a third of the agent's
+// cost of logging a job.
+func commandLine(args []string) string { return "[" + strings.Join(args, " ") + "]" }

@@ -116,6 +116,8 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		// A child that inherited stdin and never reads it must not keep the
 		// job from ending once its main process has.
 		cmd.WaitDelay = time.Second
+	} else if a.devNull != nil {
+		cmd.Stdin = a.devNull
 	}
 	setProcAttr(cmd)
 	if a.runAs != nil {
