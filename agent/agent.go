@@ -198,9 +198,8 @@ func New(cfg Config) (*Agent, error) {
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
 		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{}, runAs: runAs,
-		xkey: xkey, xkeyPub: xkeyPub,
+		xkey: xkey, xkeyPub: xkeyPub, lineReaders: sync.Pool{New: func() any { return newLineReader() }},
 	}
-	a.lineReaders.New = func() any { return newLineReader() }
 	cg, err := newCgroups(id.Name, cfg.Cgroups)
 	if err != nil {
 		a.noCgroups = err.Error()
@@ -347,7 +346,7 @@ const (
 )
 
 // pullBatch is how many jobs a pull asks for: as many as there are free
-// slots, up to maxPullBatch, for an agent of one tag; one pull at a time
+// slots, up to MaxPullBatch, for an agent of one tag; one pull at a time
 // for one job left a busy agent's slots to fill a round trip apart. An
 // agent of several tags asks for one: its tags share the slots, and of
 // jobs that came for slots another tag took, only the one being handed a
@@ -357,12 +356,13 @@ func (a *Agent) pullBatch() int {
 	if len(a.tags) > 1 {
 		return 1
 	}
-	return min(maxPullBatch, max(1, cap(a.slots)-len(a.slots)))
+	return min(MaxPullBatch, max(1, cap(a.slots)-len(a.slots)))
 }
 
-// maxPullBatch bounds a pull, well inside the queue of a sync subscription
-// of the agent's connection (cmd/agent), which drops what overflows it.
-const maxPullBatch = 64
+// MaxPullBatch is the most jobs an agent asks for in one pull: its
+// connection's sync subscriptions must queue at least that many (nats.go
+// drops what overflows one).
+const MaxPullBatch = 64
 
 // pull takes jobs of one tag whenever a slot is free. It waits for a free
 // slot before it asks, and takes the slot once a job arrives, so several
@@ -417,8 +417,7 @@ func (a *Agent) pull(ctx, jobCtx context.Context, tag string) error {
 		if probe {
 			wait = pullProbe
 		}
-		batch := a.pullBatch()
-		_, err := puller.Pull(pctx, batch, wait, func(m *nats.Msg) error {
+		_, err := puller.Pull(pctx, a.pullBatch(), wait, func(m *nats.Msg) error {
 			ackWait := jobAckWait(m)
 			if !a.takeSlot(ctx, m, ackWait) {
 				_ = m.Nak()

@@ -310,7 +310,9 @@ func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 // TestSharedSlotsKeepWaitingJobs: an agent of two tags whose slots are all
 // held by some of its jobs keeps those that came meanwhile alive until a
 // slot frees: none waits out its ack wait, is delivered again, and runs
-// twice.
+// twice. The second job of tag b outlasts the first, so a job of b left
+// waiting unkept would still be unacked when the first's slot frees and
+// the agent pulls again, and be handed over a second time.
 func TestSharedSlotsKeepWaitingJobs(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, quickLimits()) // an ack wait of a second
@@ -327,7 +329,7 @@ func TestSharedSlotsKeepWaitingJobs(t *testing.T) {
 		by     *client.Conn
 		tag    string
 		script string
-	}{{s.alice, "a", "sleep 3"}, {s.alice, "a", "sleep 3"}, {bob, "b", "sleep 1"}, {bob, "b", "sleep 1"}, {bob, "b", "sleep 1"}} {
+	}{{s.alice, "a", "sleep 3"}, {s.alice, "a", "sleep 3"}, {bob, "b", "sleep 1"}, {bob, "b", "sleep 3"}, {bob, "b", "sleep 1"}} {
 		r, err := j.by.Submit(ctx, subjects.JobSpec{Tag: j.tag, Command: sh(j.script)})
 		if err != nil {
 			t.Fatal(err)

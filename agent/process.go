@@ -165,8 +165,9 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	// first instruction, wherever its processes go, and the watchdog need
 	// not know its process group. Without one, it waits at a gate until
 	// the watchdog knows its process group, which costs an exec of the
-	// shell.
-	open := func(bool) {}
+	// shell; unwatch takes the group off the watchdog's list once the job
+	// ended.
+	open, unwatch := func(bool) {}, func() {}
 	if cg != nil {
 		err = cg.start(cmd)
 	} else if open, err = a.watch.gate(cmd); err != nil {
@@ -177,6 +178,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		return failed(-1, "pipe: %v", err), <-reported
 	} else {
 		err = cmd.Start()
+		unwatch = func() { a.watch.remove(cmd.Process.Pid) }
 	}
 	outW.Close()
 	errW.Close()
@@ -220,9 +222,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 		p.kill()
 		_ = cmd.Wait()
 		close(p.done)
-		if cg == nil {
-			a.watch.remove(cmd.Process.Pid)
-		}
+		unwatch()
 		outR.Close()
 		errR.Close()
 		return result{}, err
@@ -285,9 +285,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	close(p.done)
 	// Whatever the job left behind in its group, or its cgroup, dies with it.
 	p.kill()
-	if cg == nil {
-		a.watch.remove(cmd.Process.Pid)
-	}
+	unwatch()
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
 	select {

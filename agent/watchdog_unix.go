@@ -14,8 +14,8 @@ import (
 
 // watchdogScript keeps the set of the jobs' process groups that the agent
 // writes to it ("+ PGID", "- PGID"), the directory of the agent's job
-// cgroups ("c DIR") and the cgroups of running jobs there ("j NAME",
-// "u NAME"; a name listed twice needs two "u" to go). When its input
+// cgroups ("c DIR") and the cgroups of jobs there ("j NAME", "u NAME";
+// the agent lists a name once, see addJob). When its input
 // ends, when the agent exits or dies, however it dies, it kills every
 // group in its set and every process in those cgroups and the cgroups
 // below them; a process forked while a pass read its cgroup is caught by

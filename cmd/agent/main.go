@@ -24,9 +24,6 @@ import (
 	"github.com/outpost-run/outpost/internal/connflags"
 )
 
-// agentSyncQueue is how many messages an agent's sync subscription queues.
-const agentSyncQueue = 256
-
 func main() {
 	if err := root().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
@@ -68,11 +65,11 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 			}
 			d := conn.Dial("outpost-agent")
 			d.Reconnect, d.Logger = true, log
-			// An agent's sync subscriptions take a pull's jobs (at most
-			// agent's maxPullBatch) or one reply at a time: nats.go's
-			// default queue of 65,536 messages (512 KiB) for each, made anew
-			// every 64 pulls, was a fifth of what a busy agent allocated.
-			d.Options = append(d.Options, nats.SyncQueueLen(agentSyncQueue))
+			// An agent's sync subscriptions take a pull's jobs or one reply
+			// at a time: nats.go's default queue of 65,536 messages (512 KiB)
+			// for each, made anew every 64 pulls, was a fifth of what a busy
+			// agent allocated.
+			d.Options = append(d.Options, nats.SyncQueueLen(4*agent.MaxPullBatch))
 			nc, err := client.Dial(cmd.Context(), d)
 			if err != nil {
 				return err
