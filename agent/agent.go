@@ -550,6 +550,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	defer t.Stop()
 	for {
 		a.mu.Lock()
+		// Lines before bytes (fields are read in order): see batcher.flush.
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
 			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups, XKey: a.xkeyPub}
 		if a.cgroups != nil {

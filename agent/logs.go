@@ -286,8 +286,10 @@ func (b *batcher) flush(partial bool) {
 	b.pub.publish(m)
 	b.flushed = time.Now()
 	if b.stats != nil {
-		b.stats.lines.Add(uint64(bytes.Count(b.buf, []byte{'\n'})))
+		// Bytes first, and a heartbeat reads lines first: one that counts
+		// a message's lines counts its bytes too.
 		b.stats.bytes.Add(uint64(len(b.buf)))
+		b.stats.lines.Add(uint64(bytes.Count(b.buf, []byte{'\n'})))
 	}
 	b.buf = nil
 }

@@ -26,18 +26,21 @@ type fleet struct {
 	agents map[string]subjects.HeartbeatMsg
 	seen   map[string]time.Time
 
-	lines, bytes prometheus.Counter
-	online       *prometheus.Desc
+	// lines and bytes are the agents' log output so far, counted here
+	// and shown together, under mu: a scrape never sees a heartbeat's
+	// lines without its bytes.
+	lines, bytes           float64
+	online, linesD, bytesD *prometheus.Desc
 }
 
 func newFleet(reg prometheus.Registerer) *fleet {
 	f := &fleet{
 		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{},
-		lines:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_log_lines_total", Help: "Log lines the agents published, as their heartbeats report."}),
-		bytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_log_bytes_total", Help: "Log bytes the agents published, as their heartbeats report."}),
 		online: prometheus.NewDesc("outpost_agents", "Agents online, by tag and state (idle or busy).", []string{"tag", "state"}, nil),
+		linesD: prometheus.NewDesc("outpost_log_lines_total", "Log lines the agents published, as their heartbeats report.", nil, nil),
+		bytesD: prometheus.NewDesc("outpost_log_bytes_total", "Log bytes the agents published, as their heartbeats report.", nil, nil),
 	}
-	reg.MustRegister(f.lines, f.bytes, f)
+	reg.MustRegister(f)
 	return f
 }
 
@@ -59,8 +62,8 @@ func (f *fleet) beat(m *nats.Msg) {
 	if !known || hb.Lines < prev.Lines || hb.Bytes < prev.Bytes {
 		prev.Lines, prev.Bytes = 0, 0
 	}
-	f.lines.Add(float64(hb.Lines - prev.Lines))
-	f.bytes.Add(float64(hb.Bytes - prev.Bytes))
+	f.lines += float64(hb.Lines - prev.Lines)
+	f.bytes += float64(hb.Bytes - prev.Bytes)
 	f.agents[name], f.seen[name] = hb, time.Now()
 }
 
@@ -72,11 +75,17 @@ func (f *fleet) last(name string) (subjects.HeartbeatMsg, time.Time, bool) {
 	return hb, f.seen[name], ok
 }
 
-func (f *fleet) Describe(ch chan<- *prometheus.Desc) { ch <- f.online }
+func (f *fleet) Describe(ch chan<- *prometheus.Desc) {
+	ch <- f.online
+	ch <- f.linesD
+	ch <- f.bytesD
+}
 
 func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(f.linesD, prometheus.CounterValue, f.lines)
+	ch <- prometheus.MustNewConstMetric(f.bytesD, prometheus.CounterValue, f.bytes)
 	type counts struct{ idle, busy int }
 	byTag := map[string]*counts{}
 	for name, hb := range f.agents {
