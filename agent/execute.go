@@ -136,7 +136,7 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 			_ = m.Nak()
 			return
 		}
-		end.State, end.ExitCode, end.Error, end.Usage = res.state, res.exitCode, res.err, res.usage
+		end.State, end.ExitCode, end.Error, end.Usage, end.Lines = res.state, res.exitCode, res.err, res.usage, &res.lines
 	}
 	end.At = time.Now().UTC()
 	// A slot bounds the jobs' processes, and storing an end is a round

@@ -25,6 +25,7 @@ type result struct {
 	exitCode *int
 	err      string
 	usage    subjects.Usage
+	lines    int // how many lines the output numbered
 }
 
 // process is a running job's process group, and its cgroup if it has one.
@@ -307,6 +308,7 @@ func (a *Agent) run(ctx context.Context, job subjects.Job, attempt int, secretVa
 	p.mu.Unlock()
 	r := exitResult(cmd.ProcessState, werr, reason)
 	r.usage = processUsage(cmd.ProcessState)
+	r.lines = b.next - 1
 	if cg != nil {
 		u := cg.usage()
 		if u.peakMemory > 0 {

@@ -12,6 +12,7 @@ import (
 // baselines are the raw figures the Outpost ones are held to.
 type baselines struct {
 	exec                        []time.Duration
+	clock                       []time.Duration // start of 'date +%s%N' to its clock
 	bus                         []time.Duration // publish to a watcher seeing the status
 	busRate, busExec1, busExec4 float64         // jobs/s: no exec, 1 and 4 workers with exec
 	publish, replay, acked      float64
@@ -35,6 +36,9 @@ func (b *bench) measure(ctx context.Context, rep *Report) error {
 	rep.baseline("raw exec of /bin/true", perSecond(execRuns, execTotal), "/s")
 	execP50, execP99 := percentile(base.exec, 50), percentile(base.exec, 99)
 	rep.baseline("raw exec p50", ms(execP50), "ms")
+	// Not in the target, which the issue sets on /bin/true: the dispatch
+	// figure's own command, from its start to the clock it prints.
+	rep.baseline("raw exec of date +%s%N p50, start → its clock", ms(percentile(base.clock, 50)), "ms")
 	busP50, busP99 := percentile(base.bus, 50), percentile(base.bus, 99)
 	rep.baseline("raw bus loop p50, publish → watcher sees status", ms(busP50), "ms")
 	rep.baseline("raw bus loop p99", ms(busP99), "ms")
@@ -160,6 +164,7 @@ func (b *bench) baselines(ctx context.Context) (baselines, error) {
 		fn   func() error
 	}{
 		{"raw exec", func() (err error) { base.exec, err = rawExec(ctx, c.ExecWindow); return err }},
+		{"raw exec of date", func() (err error) { base.clock, err = rawClock(ctx, c.Latency); return err }},
 		{"raw bus loop latency", func() (err error) { base.bus, err = raw.latency(ctx, c.Latency); return err }},
 		{"raw bus loop, 1 worker", func() (err error) { base.busRate, err = raw.rate(ctx, "bus1", c.Loop, 1, false); return err }},
 		{"raw bus+exec loop, 1 worker", func() (err error) {

@@ -21,8 +21,8 @@ const jobTimeout = 2 * time.Minute
 // dispatch runs n jobs one at a time on an agent of their own, each the
 // command 'date +%s%N', and returns for each the time from the submit to
 // the process running (the clock it printed) and to its first line
-// reaching a follower that started, as 'outpost run' does, once the submit
-// returned. One job more runs first to warm the path up, and is not
+// reaching the follower, which submitted the job as 'outpost run' does
+// (client.Run). One job more runs first to warm the path up, and is not
 // counted.
 func (b *bench) dispatch(ctx context.Context, n int) (started, firstLine []time.Duration, err error) {
 	const tag = "lat"
@@ -46,32 +46,47 @@ func (b *bench) dispatch(ctx context.Context, n int) (started, firstLine []time.
 func (b *bench) dispatchOne(ctx context.Context, tag string) (started, firstLine time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	defer cancel()
-	t0 := time.Now()
-	rec, err := b.admin.Submit(ctx, subjects.JobSpec{Tag: tag, Command: []string{"date", "+%s%N"}})
-	if err != nil {
-		return 0, 0, fmt.Errorf("submit: %w", err)
-	}
 	var (
 		first time.Time
 		stamp int64
 	)
-	err = b.admin.ReadEvents(ctx, rec.ID, client.ReadOptions{Follow: true}, func(ev client.Event) error {
-		if ev.Log != nil && first.IsZero() {
-			first = time.Now()
-			var perr error
-			if stamp, perr = strconv.ParseInt(strings.TrimSpace(string(ev.Log.Data)), 10, 64); perr != nil {
-				return fmt.Errorf("job %s printed %q, not a clock: %w", rec.ID, ev.Log.Data, perr)
-			}
+	t0 := time.Now()
+	rec, err := b.run(ctx, subjects.JobSpec{Tag: tag, Command: []string{"date", "+%s%N"}}, func(l *client.LogLines) error {
+		if !first.IsZero() {
+			return nil
 		}
-		return succeeded(rec.ID, ev.Status)
+		first = time.Now()
+		var perr error
+		if stamp, perr = strconv.ParseInt(strings.TrimSpace(string(l.Data)), 10, 64); perr != nil {
+			return fmt.Errorf("printed %q, not a clock: %w", l.Data, perr)
+		}
+		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("follow job %s: %w", rec.ID, err)
+		return 0, 0, err
 	}
 	if first.IsZero() {
 		return 0, 0, fmt.Errorf("job %s ended without a line", rec.ID)
 	}
 	return time.Unix(0, stamp).Sub(t0), first.Sub(t0), nil
+}
+
+// run runs spec as 'outpost run' does (client.Run), handing its lines to
+// line, and fails unless the job succeeded.
+func (b *bench) run(ctx context.Context, spec subjects.JobSpec, line func(*client.LogLines) error) (*subjects.Record, error) {
+	rec, err := b.admin.Run(ctx, spec, client.RunOptions{}, func(ev client.Event) error {
+		if ev.Log != nil {
+			return line(ev.Log)
+		}
+		return succeeded(ev.Status.Job, ev.Status)
+	})
+	switch {
+	case rec == nil:
+		return nil, fmt.Errorf("submit: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("follow job %s: %w", rec.ID, err)
+	}
+	return rec, nil
 }
 
 // succeeded is an error if s is a terminal status other than success: the
@@ -149,21 +164,15 @@ func (b *bench) logRates(ctx context.Context, lines int) (live, replay float64, 
 	defer ag.stop()
 	ctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	defer cancel()
-	t0 := time.Now()
-	rec, err := b.admin.Submit(ctx, subjects.JobSpec{Tag: tag, Command: []string{"seq", "1", strconv.Itoa(lines)}})
-	if err != nil {
-		return 0, 0, fmt.Errorf("submit: %w", err)
-	}
 	got, last := 0, time.Time{}
-	err = b.admin.ReadEvents(ctx, rec.ID, client.ReadOptions{Follow: true}, func(ev client.Event) error {
-		if ev.Log != nil {
-			got += ev.Log.Lines()
-			last = time.Now()
-		}
-		return succeeded(rec.ID, ev.Status)
+	t0 := time.Now()
+	rec, err := b.run(ctx, subjects.JobSpec{Tag: tag, Command: []string{"seq", "1", strconv.Itoa(lines)}}, func(l *client.LogLines) error {
+		got += l.Lines()
+		last = time.Now()
+		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("follow job %s: %w", rec.ID, err)
+		return 0, 0, err
 	}
 	if got != lines {
 		return 0, 0, fmt.Errorf("the follower saw %d lines of job %s, want %d", got, rec.ID, lines)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,26 @@ func rawExec(ctx context.Context, window time.Duration) ([]time.Duration, error)
 			return nil, fmt.Errorf("raw exec of /bin/true: %w", err)
 		}
 		runs = append(runs, time.Since(t0))
+	}
+	return runs, nil
+}
+
+// rawClock starts the dispatch figure's command, 'date +%s%N', n times,
+// and returns for each the time from the start to the clock it printed:
+// what the command itself adds to a dispatch, before Outpost's share.
+func rawClock(ctx context.Context, n int) ([]time.Duration, error) {
+	runs := make([]time.Duration, 0, n)
+	for range n {
+		t0 := time.Now()
+		out, err := exec.CommandContext(ctx, "date", "+%s%N").Output()
+		if err != nil {
+			return nil, fmt.Errorf("raw exec of date: %w", err)
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("date printed %q, not a clock: %w", out, err)
+		}
+		runs = append(runs, time.Unix(0, ns).Sub(t0))
 	}
 	return runs, nil
 }

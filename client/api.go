@@ -12,6 +12,9 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
+// ErrNoCoordinator is returned when no coordinator answers an API request.
+var ErrNoCoordinator = errors.New("no coordinator answers")
+
 // Submit asks the coordinator to run a job and returns its record.
 func (c *Conn) Submit(ctx context.Context, spec subjects.JobSpec) (*subjects.Record, error) {
 	r, err := c.call(ctx, subjects.VerbSubmit, spec)
@@ -70,7 +73,7 @@ func (c *Conn) call(ctx context.Context, verb string, req any) (*subjects.Reply,
 	m, err := c.RequestWithContext(ctx, subj, b)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return nil, fmt.Errorf("no coordinator answers on %s: is it running?", subj)
+		return nil, fmt.Errorf("%w on %s: is it running?", ErrNoCoordinator, subj)
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", verb, c.explain(err))
 	}

@@ -9,10 +9,13 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-run/outpost/accounts"
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -54,28 +57,27 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 	if err := subjects.ValidJobID(job); err != nil {
 		return err
 	}
-	ord := reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}
-	lastAttempt := 0
-	err := c.read(ctx, subjects.ReadRequest{Job: job}, o.Follow, func(m *nats.Msg) (bool, error) {
-		ev, err := decodeEvent(m)
+	return c.replay(ctx, job, false, newFollower(o.Follow, fn))
+}
+
+// replay hands f a job's stored events from the first, through a reader
+// consumer, and with f.follow goes on until the job ends. A replay that
+// resumes a follow waits for a coordinator that is away (restarting).
+func (c *Conn) replay(ctx context.Context, job string, resume bool, f *follower) error {
+	err := c.read(ctx, subjects.ReadRequest{Job: job}, f.follow, resume, func(m *nats.Msg) (bool, error) {
+		e, err := subjects.ParseEvent(m.Subject)
+		if err != nil {
+			return false, nil
+		}
+		ev, err := decodeEvent(m, e.Kind)
 		if err != nil {
 			return false, nil // not ours to show: the server only stores what the filter allows
 		}
-		if ev.Log != nil {
-			return false, ord.add(ev.Log)
+		var seq uint64
+		if meta, err := m.Metadata(); err == nil {
+			seq = meta.Sequence.Stream
 		}
-		lastAttempt = max(lastAttempt, ev.Status.Attempt)
-		if ev.Status.State.Terminal() || ev.Status.Attempt > ord.attempt {
-			// Lines of an attempt all precede its terminal status; release any
-			// held back by a gap before the status is shown.
-			if err := ord.flush(); err != nil {
-				return false, err
-			}
-		}
-		if err := fn(ev); err != nil {
-			return false, err
-		}
-		return o.Follow && ev.Status.State.Terminal() && ev.Status.Attempt >= lastAttempt, nil
+		return f.event(ev, seq)
 	})
 	if errors.Is(err, ErrNoEvents) {
 		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
@@ -83,13 +85,206 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 	if err != nil {
 		return err
 	}
-	return ord.flush()
+	return f.ord.flush()
+}
+
+// RunOptions shape a Run.
+type RunOptions struct {
+	// SubmitTimeout bounds the submit alone; zero leaves it to ctx.
+	SubmitTimeout time.Duration
+}
+
+// liveQueue is how many live events a Run holds before it drops one (and
+// then replays the job to make up for it).
+const liveQueue = 4096
+
+// Run submits a job and hands fn its events from the first until the job
+// ends, as Submit and then ReadEvents with Follow do, but without a reader
+// consumer while nothing is missed: it subscribes to its own live events
+// of the tag before it submits, so it sees every event of the job as it is
+// stored, and narrows the subscription to the job once it knows its ID.
+// Live delivery is at most once, so Run checks what it saw: if a message
+// was dropped, the connection was lost, lines have a gap, or the terminal
+// status does not count as many lines as came (or counts none: an older
+// agent, or a job that never ran), it replays the job's stored events,
+// handing over only what fn has not had. The record is returned once the
+// job is queued, even when following it then fails.
+func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn func(Event) error) (*subjects.Record, error) {
+	submit := func() (*subjects.Record, error) {
+		sctx := ctx
+		if o.SubmitTimeout > 0 {
+			var cancel context.CancelFunc
+			sctx, cancel = context.WithTimeout(ctx, o.SubmitTimeout)
+			defer cancel()
+		}
+		return c.Submit(sctx, spec)
+	}
+	f := newFollower(true, fn)
+	if !c.hearsLive(spec.Tag) {
+		// The coordinator refuses the submit, and says why better than a
+		// denied subscription would.
+		rec, err := submit()
+		if err != nil {
+			return nil, err
+		}
+		return rec, c.replay(ctx, rec.ID, false, f)
+	}
+	msgs := make(chan *nats.Msg, liveQueue)
+	reconnects := c.Stats().Reconnects
+	all, err := c.ChanSubscribe(subjects.LiveFilter(spec.Tag, c.Identity.Name), msgs)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to live events: %w", err)
+	}
+	defer func() { _ = all.Unsubscribe() }()
+	rec, err := submit()
+	if err != nil {
+		return nil, err
+	}
+	// Other jobs of the tag are not this one's to pay for: the tag-wide
+	// subscription goes once the job's own is in place. Not before the
+	// server confirmed it took that one: only then has everything it sent
+	// on the tag-wide one arrived (the client drops what comes for a
+	// subscription it has unsubscribed). What comes on both is handed over
+	// once. The round trip runs beside the follow, not before it.
+	var lost atomic.Bool // the tag-wide subscription dropped a message
+	one, err := c.ChanSubscribe(subjects.LiveJob(rec.Tag, rec.Owner, rec.ID), msgs)
+	if err == nil {
+		defer func() { _ = one.Unsubscribe() }()
+		go func() {
+			if c.FlushWithContext(ctx) != nil {
+				return
+			}
+			if n, err := all.Dropped(); err != nil || n > 0 {
+				lost.Store(true)
+			}
+			_ = all.Unsubscribe()
+		}()
+	} else {
+		one = all
+	}
+	missed := func() bool {
+		n, err := one.Dropped()
+		return lost.Load() || err != nil || n > 0 || c.Stats().Reconnects != reconnects
+	}
+	replay := func() error {
+		// Seen lines stay seen; the replay hands over the rest.
+		_ = one.Unsubscribe()
+		_ = all.Unsubscribe()
+		return c.replay(ctx, rec.ID, true, f)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case m := <-msgs:
+			e, err := subjects.ParseLive(m.Subject)
+			if err != nil || e.Job != rec.ID {
+				continue
+			}
+			ev, err := decodeEvent(m, e.Kind)
+			if err != nil {
+				continue
+			}
+			if ev.Status != nil && (missed() || f.gap() || ev.Status.State.Terminal() && !f.complete(ev.Status)) {
+				return rec, replay()
+			}
+			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+			last, err := f.event(ev, seq)
+			if err != nil || last {
+				return rec, err
+			}
+		case <-tick.C:
+			if missed() {
+				return rec, replay()
+			}
+		case <-ctx.Done():
+			return rec, ctx.Err()
+		}
+	}
+}
+
+// hearsLive says whether this credential may subscribe to its own live
+// events of tag: an admin's reach is every tag, a user's its own tags.
+func (c *Conn) hearsLive(tag string) bool {
+	switch c.Identity.Role {
+	case accounts.RoleAdmin:
+		return true
+	case accounts.RoleUser:
+		return slices.Contains(c.Identity.Tags, tag)
+	}
+	return false
+}
+
+// follower hands a job's events to fn once each, and in order, whether
+// they come from a replay, live, or from both: lines in line order per
+// attempt, each status once (by its stream sequence).
+type follower struct {
+	fn          func(Event) error
+	ord         reorder
+	statuses    map[uint64]bool // stream sequences of the statuses handed over
+	lastAttempt int
+	follow      bool // a terminal status of the last attempt ends it
+}
+
+func newFollower(follow bool, fn func(Event) error) *follower {
+	return &follower{fn: fn, follow: follow, statuses: map[uint64]bool{},
+		ord: reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}}
+}
+
+// event hands over ev, stored at stream sequence seq (zero if unknown),
+// and reports whether it ends the follow.
+func (f *follower) event(ev Event, seq uint64) (last bool, err error) {
+	if ev.Log != nil {
+		return false, f.ord.add(ev.Log)
+	}
+	s := ev.Status
+	if seq != 0 {
+		if f.statuses[seq] {
+			return false, nil
+		}
+		f.statuses[seq] = true
+	}
+	f.lastAttempt = max(f.lastAttempt, s.Attempt)
+	if s.State.Terminal() || s.Attempt > f.ord.attempt {
+		// Lines of an attempt all precede its terminal status; release any
+		// held back by a gap before the status is shown.
+		if err := f.ord.flush(); err != nil {
+			return false, err
+		}
+	}
+	if err := f.fn(ev); err != nil {
+		return false, err
+	}
+	return f.follow && s.State.Terminal() && s.Attempt >= f.lastAttempt, nil
+}
+
+// gap says whether lines are held back for want of an earlier one.
+func (f *follower) gap() bool {
+	for _, held := range f.ord.held {
+		if len(held) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// complete says whether every line that end, a terminal status, counts
+// was handed over.
+func (f *follower) complete(end *subjects.StatusEvent) bool {
+	if end.Lines == nil {
+		return false
+	}
+	next, ok := f.ord.next[end.Attempt]
+	if !ok {
+		next = 1
+	}
+	return next-1 == *end.Lines
 }
 
 // ReadAudit replays the audit trail (admins and observers), oldest first;
 // with follow it goes on with new entries until ctx ends.
 func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.AuditEntry) error) error {
-	err := c.read(ctx, subjects.ReadRequest{Audit: true}, follow, func(m *nats.Msg) (bool, error) {
+	err := c.read(ctx, subjects.ReadRequest{Audit: true}, follow, false, func(m *nats.Msg) (bool, error) {
 		var e subjects.AuditEntry
 		if json.Unmarshal(m.Data, &e) != nil {
 			return false, nil
@@ -103,10 +298,12 @@ func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.Audi
 }
 
 // Pulls of a read: large batches, and a wait long enough to be cheap while
-// following and short enough to notice a cancelled context soon.
+// following and short enough to notice a cancelled context soon. A read
+// that waits for its coordinator asks again this often.
 const (
-	readBatch = 512
-	readWait  = 5 * time.Second
+	readBatch        = 512
+	readWait         = 5 * time.Second
+	coordinatorRetry = 250 * time.Millisecond
 )
 
 // read asks the coordinator for a reader consumer and pulls from it from
@@ -114,14 +311,24 @@ const (
 // with follow, until each says it is the last or ctx ends. If the server
 // loses the consumer (a restart: readers live in memory), read asks for
 // another from the message after the last it handed over, so nothing is
-// missed or shown twice. The consumer is released afterwards.
-func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, each func(*nats.Msg) (last bool, err error)) error {
+// missed or shown twice; that, and a read that resumes a follow, wait for
+// a coordinator that is away (restarting) until ctx ends. The consumer is
+// released afterwards.
+func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow, resume bool, each func(*nats.Msg) (last bool, err error)) error {
 	var (
 		rd     subjects.Reader
 		puller *Puller
 	)
-	open := func() error {
+	open := func(patient bool) error {
 		r, err := c.call(ctx, subjects.VerbRead, req)
+		for patient && errors.Is(err, ErrNoCoordinator) {
+			select {
+			case <-time.After(coordinatorRetry):
+			case <-ctx.Done():
+				return fmt.Errorf("%w (waited for it until %w)", err, ctx.Err())
+			}
+			r, err = c.call(ctx, subjects.VerbRead, req)
+		}
 		if err != nil {
 			return err
 		}
@@ -144,7 +351,7 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 		defer cancel()
 		_, _ = c.call(rctx, subjects.VerbRelease, subjects.ReleaseRequest{Stream: rd.Stream, Consumer: rd.Consumer})
 	}
-	if err := open(); err != nil {
+	if err := open(resume); err != nil {
 		return err
 	}
 	defer func() {
@@ -187,7 +394,7 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 			// A restarted server lost the consumer: go on from where we are.
 			c.log.Warn("reader consumer lost; reading on from where it was", "consumer", rd.Consumer, "from_seq", req.FromSeq)
 			release()
-			if err := open(); err != nil {
+			if err := open(true); err != nil {
 				return err
 			}
 		case err != nil && follow && c.Denied() == nil:
@@ -206,12 +413,9 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow bool, 
 	return ctx.Err()
 }
 
-func decodeEvent(m *nats.Msg) (Event, error) {
-	e, err := subjects.ParseEvent(m.Subject)
-	if err != nil {
-		return Event{}, err
-	}
-	if e.Kind == subjects.KindStatus {
+// decodeEvent decodes an event of kind, stored or live.
+func decodeEvent(m *nats.Msg, kind subjects.EventKind) (Event, error) {
+	if kind == subjects.KindStatus {
 		var s subjects.StatusEvent
 		if err := json.Unmarshal(m.Data, &s); err != nil {
 			return Event{}, err

@@ -247,30 +247,41 @@ func TestConcurrentReadsOfOneJob(t *testing.T) {
 func TestReadEventsFollow(t *testing.T) {
 	s := newSite(t)
 	s.env.StartAgent(s.agentCredsA, agent.Config{})
-	dir := t.TempDir()
-	r, err := s.alice.Submit(testenv.Context(t), subjects.JobSpec{Tag: "a", Dir: dir,
-		Command: []string{"sh", "-c", "echo one; while [ ! -e go ]; do sleep 0.01; done; echo two >&2; exit 4"}})
+	spec, open := gated(t, "echo two >&2; exit 4")
+	r, err := s.alice.Submit(testenv.Context(t), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var h history
-	var once sync.Once
-	var werr error
 	err = s.alice.ReadEvents(testenv.Context(t), r.ID, client.ReadOptions{Follow: true}, func(e client.Event) error {
 		if e.Log != nil && string(e.Log.Data) == "one\n" {
-			// Only now may the job go on: the line came live.
-			once.Do(func() { werr = os.WriteFile(filepath.Join(dir, "go"), nil, 0o600) })
+			open() // only now may the job go on: the line came live
 		}
 		return h.add(e)
 	})
-	if err != nil || werr != nil {
-		t.Fatal(err, werr)
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := "status:queued|status:running|stdout:1:one\n|stderr:2:two\n|status:failed"
 	if got := strings.Join(h, "|"); got != want {
 		t.Errorf("followed %q, want %q", got, want)
 	}
 	assertNoReaders(t, s, "alice")
+}
+
+// gated is a job of tag a that prints "one", then waits for open (called
+// once or more) before it runs the shell commands rest.
+func gated(t *testing.T, rest string) (spec subjects.JobSpec, open func()) {
+	dir := t.TempDir()
+	var once sync.Once
+	return subjects.JobSpec{Tag: "a", Dir: dir, Command: []string{"sh", "-c", "echo one; while [ ! -e go ]; do sleep 0.01; done; " + rest}},
+		func() {
+			once.Do(func() {
+				if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+					t.Error(err)
+				}
+			})
+		}
 }
 
 func readers(t *testing.T, s *site) []string {
@@ -352,5 +363,121 @@ func TestFollowSurvivesServerRestart(t *testing.T) {
 	want := "status:queued status:running stdout:1:before\n stdout:2:after\n status:succeeded"
 	if got := strings.Join(h, " "); got != want {
 		t.Errorf("followed %q, want %q", got, want)
+	}
+}
+
+// TestRunFollowsLive: Run hands over a job's events as a follow would,
+// from its live subjects: no reader consumer is made while it runs, and
+// lines printed while the job waits arrive before it ends.
+func TestRunFollowsLive(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	spec, open := gated(t, "echo two >&2; exit 4")
+	var (
+		h    history
+		made []string // reader consumers there when the job ended
+	)
+	rec, err := s.alice.Run(testenv.Context(t), spec, client.RunOptions{}, func(e client.Event) error {
+		if e.Log != nil && string(e.Log.Data) == "one\n" {
+			open()
+		}
+		if e.Status != nil && e.Status.State.Terminal() {
+			made = readers(t, s)
+		}
+		return h.add(e)
+	})
+	if err != nil || rec == nil {
+		t.Fatal(rec, err)
+	}
+	want := "status:queued|status:running|stdout:1:one\n|stderr:2:two\n|status:failed"
+	if got := strings.Join(h, "|"); got != want {
+		t.Errorf("ran %q, want %q", got, want)
+	}
+	if len(made) > 0 {
+		t.Errorf("reader consumers %v were made for a run that missed nothing live", made)
+	}
+}
+
+// TestRunReplaysAfterAReconnect: live events sent while the connection
+// was down are lost to it, so after a reconnect Run replays the job's
+// stored events, and hands over each line once.
+func TestRunReplaysAfterAReconnect(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	spec, open := gated(t, "echo two; echo three")
+	var (
+		h        history
+		replayed bool // a reader consumer was there when the job ended
+	)
+	_, err := s.alice.Run(testenv.Context(t), spec, client.RunOptions{}, func(e client.Event) error {
+		if e.Log != nil && string(e.Log.Data) == "one\n" {
+			s.env.RestartServer()
+			testenv.Eventually(t, "alice to reconnect", s.alice.IsConnected)
+			open()
+		}
+		if e.Status != nil && e.Status.State.Terminal() {
+			replayed = len(readers(t, s)) > 0
+		}
+		return h.add(e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Join(h[2:len(h)-1], "")
+	if want := "stdout:1:one\nstdout:2:two\nthree\n"; lines != want && lines != "stdout:1:one\nstdout:2:two\nstdout:3:three\n" {
+		t.Errorf("ran lines %q, want one, two and three once each", lines)
+	}
+	if !replayed {
+		t.Error("Run did not replay the job after its connection came back")
+	}
+}
+
+// TestRunReplaysAnEndWithoutACount: a terminal status that counts no
+// lines (here the coordinator's, for a job stopped before any agent took
+// it) cannot be checked against what came live, so Run replays.
+func TestRunReplaysAnEndWithoutACount(t *testing.T) {
+	s := newSite(t)
+	ctx := testenv.Context(t)
+	var (
+		h        history
+		replayed bool
+	)
+	_, err := s.alice.Run(ctx, subjects.JobSpec{Tag: "a", Command: []string{"true"}}, client.RunOptions{}, func(e client.Event) error {
+		if e.Status != nil && e.Status.State == subjects.StateQueued {
+			if _, err := s.alice.Stop(ctx, subjects.StopRequest{ID: e.Status.Job}); err != nil {
+				return err
+			}
+		}
+		if e.Status != nil && e.Status.State.Terminal() {
+			replayed = len(readers(t, s)) > 0
+		}
+		return h.add(e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(h, "|"), "status:queued|status:stopped"; got != want {
+		t.Errorf("ran %q, want %q", got, want)
+	}
+	if !replayed {
+		t.Error("Run took an end without a line count as complete")
+	}
+}
+
+// TestRunSeesQuickJobsEnd: a job that ends while its submit's reply is on
+// the way has its events come on the tag-wide live subscription; none may
+// be lost when Run narrows it to the job.
+func TestRunSeesQuickJobsEnd(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{Concurrency: 4})
+	ctx := testenv.Context(t)
+	for i := range 40 {
+		var h history
+		if _, err := s.alice.Run(ctx, subjects.JobSpec{Tag: "a", Command: []string{"echo", "hi"}}, client.RunOptions{}, h.add); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		if got, want := strings.Join(h, "|"), "status:queued|status:running|stdout:1:hi\n|status:succeeded"; got != want {
+			t.Fatalf("run %d: %q, want %q", i, got, want)
+		}
 	}
 }

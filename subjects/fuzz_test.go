@@ -120,6 +120,8 @@ func FuzzParseSubjects(f *testing.F) {
 		subjects.JobSubject("a", job),
 		subjects.EventSubject("a", "alice", job, subjects.KindStatus),
 		subjects.EventSubject("gpu", "bob", job, subjects.KindLog),
+		subjects.LiveSubject("a", "alice", job, subjects.KindLog),
+		"outpost.live.a.alice." + job + ".exit",
 		subjects.ControlSubject("a", job),
 		subjects.HeartbeatSubject("a", "agent-1"),
 		"outpost.api.alice.evil.submit",
@@ -147,15 +149,23 @@ func FuzzParseSubjects(f *testing.F) {
 				t.Fatalf("ParseJob(%q) accepted bad tokens", s)
 			}
 		}
-		if e, err := subjects.ParseEvent(s); err == nil {
-			if got := subjects.EventSubject(e.Tag, e.Owner, e.Job, e.Kind); got != s {
-				t.Fatalf("ParseEvent(%q) = %+v, which builds %q", s, e, got)
+		for _, p := range []struct {
+			name  string
+			parse func(string) (subjects.Event, error)
+			build func(tag, owner, id string, kind subjects.EventKind) string
+		}{{"ParseEvent", subjects.ParseEvent, subjects.EventSubject}, {"ParseLive", subjects.ParseLive, subjects.LiveSubject}} {
+			e, err := p.parse(s)
+			if err != nil {
+				continue
+			}
+			if got := p.build(e.Tag, e.Owner, e.Job, e.Kind); got != s {
+				t.Fatalf("%s(%q) = %+v, which builds %q", p.name, s, e, got)
 			}
 			if subjects.ValidTag(e.Tag) != nil || subjects.ValidName(e.Owner) != nil || subjects.ValidJobID(e.Job) != nil {
-				t.Fatalf("ParseEvent(%q) accepted bad tokens", s)
+				t.Fatalf("%s(%q) accepted bad tokens", p.name, s)
 			}
 			if e.Kind != subjects.KindStatus && e.Kind != subjects.KindLog {
-				t.Fatalf("ParseEvent(%q) accepted kind %q", s, e.Kind)
+				t.Fatalf("%s(%q) accepted kind %q", p.name, s, e.Kind)
 			}
 		}
 		if tag, id, err := subjects.ParseControl(s); err == nil {

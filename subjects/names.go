@@ -176,8 +176,14 @@ type Event struct {
 
 // ParseEvent splits an event subject. It refuses anything but the exact
 // shape outpost.ev.<tag>.<owner>.<job>.status|log.
-func ParseEvent(subject string) (Event, error) {
-	t, err := tokens(subject, "ev", "outpost.ev.<tag>.<owner>.<job>.<kind>", 4)
+func ParseEvent(subject string) (Event, error) { return parseEvent(subject, "ev") }
+
+// ParseLive splits the live copy of an event subject:
+// outpost.live.<tag>.<owner>.<job>.status|log.
+func ParseLive(subject string) (Event, error) { return parseEvent(subject, "live") }
+
+func parseEvent(subject, kind string) (Event, error) {
+	t, err := tokens(subject, kind, "outpost."+kind+".<tag>.<owner>.<job>.<kind>", 4)
 	if err != nil {
 		return Event{}, err
 	}
@@ -199,6 +205,11 @@ func LiveSubject(tag, owner, id string, kind EventKind) string {
 // LiveFilter matches the live copies of the events of tag and owner, either
 // of which may be "*".
 func LiveFilter(tag, owner string) string { return LivePrefix + "." + tag + "." + owner + ".>" }
+
+// LiveJob matches the live copies of one job's events.
+func LiveJob(tag, owner, id string) string {
+	return LivePrefix + "." + tag + "." + owner + "." + id + ".*"
+}
 
 // ControlSubject is the subject on which the coordinator tells the agents of tag
 // to act on a job (stop it).

@@ -244,6 +244,10 @@ type StatusEvent struct {
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	At       time.Time `json:"at"`
+	// Lines is how many lines the attempt's output numbered, set on the
+	// terminal status of a run by agents since it was added: a follower
+	// that saw fewer missed some.
+	Lines *int `json:"lines,omitempty"`
 	// Usage is set on the terminal status of a job that ran.
 	Usage
 }

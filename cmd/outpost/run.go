@@ -77,21 +77,25 @@ it. With --detach it prints the job ID and returns at once.`,
 			}
 			defer c.Close()
 			sctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
 			if len(values) > 0 {
 				if spec.Secrets, err = c.SealSecrets(sctx, spec.Tag, values); err != nil {
-					cancel()
 					return fmt.Errorf("--secret: %w", err)
 				}
 			}
-			rec, err := c.Submit(sctx, spec)
-			cancel()
-			if err != nil {
-				return err
-			}
 			if detach {
+				rec, err := c.Submit(sctx, spec)
+				if err != nil {
+					return err
+				}
 				return g.render(output, rec, func(w io.Writer) { fmt.Fprintln(w, rec.ID) })
 			}
-			return follow(cmd.Context(), g, c, rec.ID, true)
+			p := printer{stdout: g.stdout, stderr: g.stderr}
+			rec, err := c.Run(cmd.Context(), spec, client.RunOptions{SubmitTimeout: g.timeout}, p.show)
+			if rec == nil {
+				return err
+			}
+			return followed(cmd.Context(), g, rec.ID, &p, err, true)
 		},
 	}
 	f := cmd.Flags()
@@ -118,6 +122,11 @@ it. With --detach it prints the job ID and returns at once.`,
 func follow(ctx context.Context, g *globals, c *client.Conn, id string, exitLikeJob bool) error {
 	p := printer{stdout: g.stdout, stderr: g.stderr}
 	err := c.ReadEvents(ctx, id, client.ReadOptions{Follow: true}, p.show)
+	return followed(ctx, g, id, &p, err, exitLikeJob)
+}
+
+// followed ends a follow of job id that p printed and that ended in err.
+func followed(ctx context.Context, g *globals, id string, p *printer, err error, exitLikeJob bool) error {
 	if ctx.Err() != nil {
 		fmt.Fprintf(g.stderr, "\noutpost: stopped following; job %s goes on (outpost logs -f %s; outpost stop %s)\n", id, id, id)
 		return exitError{130}
