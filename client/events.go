@@ -94,9 +94,15 @@ type RunOptions struct {
 	SubmitTimeout time.Duration
 }
 
-// liveQueue is how many live events a Run holds before it drops one (and
-// then replays the job to make up for it).
-const liveQueue = 4096
+// Bounds of a Run's live follow: how many live events it holds before it
+// drops one (and then replays the job to make up for it), how long the
+// server may take to confirm the job's own subscription, and how long the
+// job may be quiet before Run looks at its record.
+const (
+	liveQueue   = 4096
+	liveConfirm = 5 * time.Second
+	liveQuiet   = 5 * time.Second
+)
 
 // Run submits a job and hands fn its events from the first until the job
 // ends, as Submit and then ReadEvents with Follow do, but without a reader
@@ -146,12 +152,13 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	// on the tag-wide one arrived (the client drops what comes for a
 	// subscription it has unsubscribed). What comes on both is handed over
 	// once. The round trip runs beside the follow, not before it.
-	var lost atomic.Bool // the tag-wide subscription dropped a message
+	var lost atomic.Bool // the tag-wide subscription dropped a message, or may have
 	one, err := c.ChanSubscribe(subjects.LiveJob(rec.Tag, rec.Owner, rec.ID), msgs)
 	if err == nil {
 		defer func() { _ = one.Unsubscribe() }()
 		go func() {
-			if c.FlushWithContext(ctx) != nil {
+			if err := c.FlushTimeout(liveConfirm); err != nil {
+				lost.Store(true) // and the tag-wide one stays
 				return
 			}
 			if n, err := all.Dropped(); err != nil || n > 0 {
@@ -163,8 +170,16 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		one = all
 	}
 	missed := func() bool {
+		if lost.Load() || c.Denied() != nil || c.Stats().Reconnects != reconnects {
+			return true
+		}
+		// The tag-wide subscription's drops count until it goes; then lost
+		// holds them.
+		if n, err := all.Dropped(); err == nil && n > 0 {
+			return true
+		}
 		n, err := one.Dropped()
-		return lost.Load() || err != nil || n > 0 || c.Stats().Reconnects != reconnects
+		return err != nil || n > 0
 	}
 	replay := func() error {
 		// Seen lines stay seen; the replay hands over the rest.
@@ -174,6 +189,7 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	heard := time.Now() // the job's last live event, or the last look at its record
 	for {
 		select {
 		case m := <-msgs:
@@ -181,6 +197,7 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 			if err != nil || e.Job != rec.ID {
 				continue
 			}
+			heard = time.Now()
 			ev, err := decodeEvent(m, e.Kind)
 			if err != nil {
 				continue
@@ -196,6 +213,15 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		case <-tick.C:
 			if missed() {
 				return rec, replay()
+			}
+			// A loss this connection cannot see (between servers of a
+			// cluster, say) must not leave the follow waiting for an end
+			// that came: a quiet job's record says whether it ended.
+			if time.Since(heard) >= liveQuiet {
+				heard = time.Now()
+				if r, err := c.Get(ctx, rec.ID); err == nil && r.State.Terminal() {
+					return rec, replay()
+				}
 			}
 		case <-ctx.Done():
 			return rec, ctx.Err()

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -479,5 +480,30 @@ func TestRunSeesQuickJobsEnd(t *testing.T) {
 		if got, want := strings.Join(h, "|"), "status:queued|status:running|stdout:1:hi\n|status:succeeded"; got != want {
 			t.Fatalf("run %d: %q, want %q", i, got, want)
 		}
+	}
+}
+
+// TestRunNarrowsToTheJob: once the job is known, Run keeps only its
+// subscription to the job's own live events, also when its context has no
+// deadline, as the CLI's has not.
+func TestRunNarrowsToTheJob(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	spec, open := gated(t, "true")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := s.alice.Run(ctx, spec, client.RunOptions{}, func(e client.Event) error {
+		if e.Log != nil {
+			// The request multiplexer's inbox, and the job's events.
+			testenv.Eventually(t, "Run to drop its subscription to the whole tag", func() bool { return s.alice.NumSubscriptions() == 2 })
+			if r := readers(t, s); len(r) > 0 {
+				t.Errorf("Run replays through %v instead of following live", r)
+			}
+			open()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
