@@ -57,14 +57,20 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 	if err := subjects.ValidJobID(job); err != nil {
 		return err
 	}
-	return c.replay(ctx, job, false, newFollower(o.Follow, fn))
+	f := newFollower(o.Follow, fn)
+	if err := c.replay(ctx, job, o.Follow, false, f); err != nil {
+		return err
+	}
+	return f.ord.flush()
 }
 
 // replay hands f a job's stored events from the first, through a reader
-// consumer, and with f.follow goes on until the job ends. A replay that
-// resumes a follow waits for a coordinator that is away (restarting).
-func (c *Conn) replay(ctx context.Context, job string, resume bool, f *follower) error {
-	err := c.read(ctx, subjects.ReadRequest{Job: job}, f.follow, resume, func(m *nats.Msg) (bool, error) {
+// consumer: those stored when it began, or with follow, until f says the
+// job ended. Lines held back by a gap stay held. A replay that resumes a
+// follow (resume) waits for a coordinator that is away (restarting), and
+// for a free reader slot.
+func (c *Conn) replay(ctx context.Context, job string, follow, resume bool, f *follower) error {
+	err := c.read(ctx, subjects.ReadRequest{Job: job}, follow, resume, func(m *nats.Msg) (bool, error) {
 		e, err := subjects.ParseEvent(m.Subject)
 		if err != nil {
 			return false, nil
@@ -82,10 +88,7 @@ func (c *Conn) replay(ctx context.Context, job string, resume bool, f *follower)
 	if errors.Is(err, ErrNoEvents) {
 		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
 	}
-	if err != nil {
-		return err
-	}
-	return f.ord.flush()
+	return err
 }
 
 // RunOptions shape a Run.
@@ -112,9 +115,10 @@ const (
 // Live delivery is at most once, so Run checks what it saw: if a message
 // was dropped, the connection was lost, lines have a gap, or the terminal
 // status does not count as many lines as came (or counts none: an older
-// agent, or a job that never ran), it replays the job's stored events,
-// handing over only what fn has not had. The record is returned once the
-// job is queued, even when following it then fails.
+// agent, or a job that never ran), it catches up: it replays what is
+// stored of the job through a reader, handing over only what fn has not
+// had, and goes on live. The record is returned once the job is queued,
+// even when following it then fails.
 func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn func(Event) error) (*subjects.Record, error) {
 	submit := func() (*subjects.Record, error) {
 		sctx := ctx
@@ -133,7 +137,10 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		if err != nil {
 			return nil, err
 		}
-		return rec, c.replay(ctx, rec.ID, false, f)
+		if err := c.replay(ctx, rec.ID, true, false, f); err != nil {
+			return rec, err
+		}
+		return rec, f.ord.flush()
 	}
 	msgs := make(chan *nats.Msg, liveQueue)
 	reconnects := c.Stats().Reconnects
@@ -169,28 +176,32 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	} else {
 		one = all
 	}
-	missed := func() bool {
-		if lost.Load() || c.Denied() != nil || c.Stats().Reconnects != reconnects {
-			return true
-		}
-		// The tag-wide subscription's drops count until it goes; then lost
-		// holds them.
-		if n, err := all.Dropped(); err == nil && n > 0 {
-			return true
-		}
-		n, err := one.Dropped()
-		return err != nil || n > 0
+	// What was lost before a catch-up, the catch-up made up for.
+	dropped := func(s *nats.Subscription) int {
+		n, _ := s.Dropped() // -1 once unsubscribed: the tag-wide one's last count is in lost
+		return n
 	}
-	replay := func() error {
-		// Seen lines stay seen; the replay hands over the rest.
-		_ = one.Unsubscribe()
-		_ = all.Unsubscribe()
-		return c.replay(ctx, rec.ID, true, f)
+	base := struct {
+		reconnects uint64
+		all, one   int
+	}{reconnects, 0, 0}
+	missed := func() bool {
+		return lost.Load() || c.Denied() != nil || c.IsClosed() || c.Stats().Reconnects != base.reconnects ||
+			dropped(all) > base.all || dropped(one) > base.one
+	}
+	// catchUp hands over what is stored of the job and was not handed
+	// over, through a reader, and the follow goes on live. It replays up to
+	// now, not to the job's end: a caller has four reader slots, and a
+	// server restart sends every run of its caller to catch up at once.
+	catchUp := func() error {
+		lost.Store(false)
+		base.reconnects, base.all, base.one = c.Stats().Reconnects, max(dropped(all), base.all), max(dropped(one), base.one)
+		return c.replay(ctx, rec.ID, false, true, f)
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	heard := time.Now() // the job's last live event, or the last look at its record
-	for {
+	for !f.ended {
 		select {
 		case m := <-msgs:
 			e, err := subjects.ParseLive(m.Subject)
@@ -203,16 +214,22 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 				continue
 			}
 			if ev.Status != nil && (missed() || f.gap() || ev.Status.State.Terminal() && !f.complete(ev.Status)) {
-				return rec, replay()
+				// The status is stored, so the catch-up hands it over, in
+				// its place; below it is then a duplicate.
+				if err := catchUp(); err != nil || f.ended {
+					return rec, err
+				}
 			}
 			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-			last, err := f.event(ev, seq)
-			if err != nil || last {
+			if _, err := f.event(ev, seq); err != nil {
 				return rec, err
 			}
 		case <-tick.C:
 			if missed() {
-				return rec, replay()
+				if err := catchUp(); err != nil {
+					return rec, err
+				}
+				continue
 			}
 			// A loss this connection cannot see (between servers of a
 			// cluster, say) must not leave the follow waiting for an end
@@ -220,13 +237,16 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 			if time.Since(heard) >= liveQuiet {
 				heard = time.Now()
 				if r, err := c.Get(ctx, rec.ID); err == nil && r.State.Terminal() {
-					return rec, replay()
+					if err := catchUp(); err != nil {
+						return rec, err
+					}
 				}
 			}
 		case <-ctx.Done():
 			return rec, ctx.Err()
 		}
 	}
+	return rec, nil
 }
 
 // hearsLive says whether this credential may subscribe to its own live
@@ -250,6 +270,7 @@ type follower struct {
 	statuses    map[uint64]bool // stream sequences of the statuses handed over
 	lastAttempt int
 	follow      bool // a terminal status of the last attempt ends it
+	ended       bool // and was handed over
 }
 
 func newFollower(follow bool, fn func(Event) error) *follower {
@@ -281,7 +302,8 @@ func (f *follower) event(ev Event, seq uint64) (last bool, err error) {
 	if err := f.fn(ev); err != nil {
 		return false, err
 	}
-	return f.follow && s.State.Terminal() && s.Attempt >= f.lastAttempt, nil
+	f.ended = f.follow && s.State.Terminal() && s.Attempt >= f.lastAttempt
+	return f.ended, nil
 }
 
 // gap says whether lines are held back for want of an earlier one.
@@ -338,8 +360,8 @@ const (
 // loses the consumer (a restart: readers live in memory), read asks for
 // another from the message after the last it handed over, so nothing is
 // missed or shown twice; that, and a read that resumes a follow, wait for
-// a coordinator that is away (restarting) until ctx ends. The consumer is
-// released afterwards.
+// a coordinator that is away (restarting), or for a free reader slot,
+// until ctx ends. The consumer is released afterwards.
 func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow, resume bool, each func(*nats.Msg) (last bool, err error)) error {
 	var (
 		rd     subjects.Reader
@@ -347,7 +369,9 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow, resum
 	)
 	open := func(patient bool) error {
 		r, err := c.call(ctx, subjects.VerbRead, req)
-		for patient && errors.Is(err, ErrNoCoordinator) {
+		// A conflict is all the caller's reader slots in use, by its other
+		// reads, which end.
+		for patient && (errors.Is(err, ErrNoCoordinator) || errors.Is(err, &subjects.Error{Code: subjects.CodeConflict})) {
 			select {
 			case <-time.After(coordinatorRetry):
 			case <-ctx.Done():

@@ -39,6 +39,9 @@ type soakConfig struct {
 	ackWait time.Duration
 	cut     time.Duration
 	kills   int
+	// followers of the jobs are submitted with client.Run, as 'outpost run'
+	// does, spread over the run, and followed through every fault.
+	followers int
 	// crash restarts the server with SIGKILL; without it, with SIGTERM.
 	// After a crash a server may come back with consumer state older than
 	// the truth, and lose track of a delivered job (see the report of
@@ -50,10 +53,10 @@ type soakConfig struct {
 var (
 	// smallSoak runs with every 'make test'.
 	smallSoak = soakConfig{name: "small", jobs: 200, agents: 4, concurrency: 2, minLines: 20, maxLines: 100,
-		ackWait: 12 * time.Second, cut: 3 * time.Second, kills: 2, timeout: 40 * time.Second}
+		ackWait: 12 * time.Second, cut: 3 * time.Second, kills: 2, followers: 4, timeout: 40 * time.Second}
 	// fullSoak is 'make soak' (OUTPOST_SOAK=1).
 	fullSoak = soakConfig{name: "full", jobs: 2000, agents: 4, concurrency: 4, minLines: 20, maxLines: 300,
-		ackWait: 30 * time.Second, cut: 10 * time.Second, kills: 6, crash: true, timeout: 10 * time.Minute}
+		ackWait: 30 * time.Second, cut: 10 * time.Second, kills: 6, followers: 20, crash: true, timeout: 10 * time.Minute}
 )
 
 // soakJob prints "$NAME line 1" to "$NAME line $N", a few at a time, and
@@ -120,6 +123,9 @@ type soak struct {
 
 	mu    sync.Mutex
 	ended map[string]bool // jobs whose terminal status was seen
+
+	following sync.WaitGroup // the followers' client.Run
+	followed  []string       // what each follower found wrong, if anything
 }
 
 func newSoak(t *testing.T, cfg soakConfig) *soak {
@@ -209,15 +215,80 @@ func (h *soak) submitAll() {
 	for i := range h.cfg.jobs {
 		n := h.cfg.minLines + h.rng.IntN(h.cfg.maxLines-h.cfg.minLines+1)
 		name := fmt.Sprintf("job%d", i)
-		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-		r, err := h.api.Submit(ctx, subjects.JobSpec{Tag: "soak", Command: []string{"sh", script}, MaxAttempts: 10,
-			Env: map[string]string{"NAME": name, "N": strconv.Itoa(n), "SOAK_RUN": h.run}})
-		cancel()
-		if err != nil {
-			h.t.Fatalf("submit job %d: %v", i, err)
+		spec := subjects.JobSpec{Tag: "soak", Command: []string{"sh", script}, MaxAttempts: 10,
+			Env: map[string]string{"NAME": name, "N": strconv.Itoa(n), "SOAK_RUN": h.run}}
+		var id string
+		if h.cfg.followers > 0 && i%(h.cfg.jobs/h.cfg.followers) == 0 {
+			id = h.follow(spec, numbered(name, n))
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+			r, err := h.api.Submit(ctx, spec)
+			cancel()
+			if err != nil {
+				h.t.Fatalf("submit job %d: %v", i, err)
+			}
+			id = r.ID
 		}
-		h.ids = append(h.ids, r.ID)
-		h.want[r.ID] = numbered(name, n)
+		h.ids = append(h.ids, id)
+		h.want[id] = numbered(name, n)
+	}
+}
+
+// follow submits spec with client.Run and follows it to its end in the
+// background, through whatever faults come, and returns the job's ID. What
+// Run hands over must be the job's end, once, and before it the lines of
+// the attempt that ended, each once and in order.
+func (h *soak) follow(spec subjects.JobSpec, want []string) string {
+	ids := make(chan string, 1)
+	h.following.Add(1)
+	go func() {
+		defer h.following.Done()
+		ctx, cancel := context.WithTimeout(h.t.Context(), 30*time.Minute)
+		defer cancel()
+		var (
+			id    string
+			lines = map[int][]string{} // by attempt
+			ends  []*subjects.StatusEvent
+		)
+		_, err := h.api.Run(ctx, spec, client.RunOptions{SubmitTimeout: commandTimeout}, func(e client.Event) error {
+			if s := e.Status; s != nil {
+				if id == "" {
+					id = s.Job
+					ids <- id
+				}
+				if s.State.Terminal() {
+					ends = append(ends, s)
+				}
+				return nil
+			}
+			lines[e.Log.Attempt] = append(lines[e.Log.Attempt], strings.Split(strings.TrimSuffix(string(e.Log.Data), "\n"), "\n")...)
+			return nil
+		})
+		var problem string
+		switch {
+		case err != nil:
+			problem = fmt.Sprintf("Run failed: %v", err)
+		case len(ends) != 1:
+			problem = fmt.Sprintf("Run handed over %d ends", len(ends))
+		case !slices.Equal(lines[ends[0].Attempt], want):
+			problem = fmt.Sprintf("Run handed over %d lines of attempt %d, not the %d lines in order", len(lines[ends[0].Attempt]), ends[0].Attempt, len(want))
+		}
+		h.mu.Lock()
+		h.followed = append(h.followed, problem)
+		h.mu.Unlock()
+		if id == "" {
+			ids <- ""
+		}
+	}()
+	select {
+	case id := <-ids:
+		if id == "" {
+			h.t.Fatalf("a job submitted with client.Run did not say its ID: %v", h.followed)
+		}
+		return id
+	case <-time.After(commandTimeout):
+		h.t.Fatal("a job submitted with client.Run did not say its ID")
+		return ""
 	}
 }
 
@@ -334,6 +405,26 @@ func (h *soak) check() {
 	}
 	orphans := h.orphans()
 	redelivery := h.redeliveries(led)
+	// Every job has ended, so every follower ends within a few seconds
+	// (a replay, or a look at a quiet job's record).
+	followersDone := make(chan struct{})
+	go func() { h.following.Wait(); close(followersDone) }()
+	select {
+	case <-followersDone:
+	case <-time.After(time.Minute):
+		problems = append(problems, "a follower (client.Run) did not end within a minute of its job")
+	}
+	h.mu.Lock()
+	followedWhole := 0
+	for _, p := range h.followed {
+		if p == "" {
+			followedWhole++
+		} else {
+			problems = append(problems, "follower: "+p)
+		}
+	}
+	followers := len(h.followed)
+	h.mu.Unlock()
 	// Requests of ended jobs that a restarted server handed over again, and
 	// that an agent acked without running.
 	skipped := 0
@@ -354,9 +445,10 @@ func (h *soak) check() {
 	summary := fmt.Sprintf("soak %s: %d jobs on %d agents (%d succeeded, %d ran more than once), %d lines of %d, %d lost, %d duplicated, %d orphan processes, %d jobs with a problem (one terminal state, lines once and in order)\n"+
 		"  %d requests of ended jobs delivered again and acked unrun by an agent, %d that ran and were stopped at once\n"+
 		"  faults: %d agent SIGKILLs, a coordinator SIGKILL and restart, a server %s and restart, %s\n"+
-		"  redelivery after an agent SIGKILL (ack wait %s): %s",
+		"  redelivery after an agent SIGKILL (ack wait %s): %s\n"+
+		"  followed with client.Run ('outpost run'): %d of %d jobs handed over whole (their end once, its attempt's lines once and in order)",
 		h.cfg.name, len(h.ids), len(h.agent), len(h.ids)-failed, retried, lines, want, lost, dups, orphans, badJobs, skipped, late,
-		len(h.kills), map[bool]string{true: "SIGKILL", false: "SIGTERM"}[h.cfg.crash], cut, h.cfg.ackWait, redelivery)
+		len(h.kills), map[bool]string{true: "SIGKILL", false: "SIGTERM"}[h.cfg.crash], cut, h.cfg.ackWait, redelivery, followedWhole, followers)
 	t.Log(summary)
 	fmt.Println(summary)
 	if len(problems) > 0 || orphans > 0 {
