@@ -79,6 +79,8 @@ type Conn struct {
 	revoked     chan struct{}
 	revokedOnce sync.Once
 
+	live liveMux // Runs' live subscriptions
+
 	mu       sync.Mutex
 	denied   error
 	onDenial map[int]context.CancelFunc

@@ -9,7 +9,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,21 +97,19 @@ type RunOptions struct {
 }
 
 // Bounds of a Run's live follow: how many live events it holds before it
-// drops one (and then replays the job to make up for it), how long the
-// server may take to confirm the job's own subscription, and how long the
-// job may be quiet before Run looks at its record.
+// drops one (and then catches up to make up for it), and how long the job
+// may be quiet before Run looks at its record.
 const (
-	liveQueue   = 4096
-	liveConfirm = 5 * time.Second
-	liveQuiet   = 5 * time.Second
+	liveQueue = 4096
+	liveQuiet = 5 * time.Second
 )
 
 // Run submits a job and hands fn its events from the first until the job
 // ends, as Submit and then ReadEvents with Follow do, but without a reader
-// consumer while nothing is missed: it subscribes to its own live events
-// of the tag before it submits, so it sees every event of the job as it is
-// stored, and narrows the subscription to the job once it knows its ID.
-// Live delivery is at most once, so Run checks what it saw: if a message
+// consumer while nothing is missed: it hears the caller's live events of
+// the tag from before it submits (through a subscription the connection's
+// Runs share, see liveMux), so it sees every event of the job as it is
+// stored. Live delivery is at most once, so Run checks what it saw: if a message
 // was dropped, the connection was lost, lines have a gap, or the terminal
 // status does not count as many lines as came (or counts none: an older
 // agent, or a job that never ran), it catches up: it replays what is
@@ -142,60 +139,41 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		}
 		return rec, f.ord.flush()
 	}
-	msgs := make(chan *nats.Msg, liveQueue)
 	reconnects := c.Stats().Reconnects
-	all, err := c.ChanSubscribe(subjects.LiveFilter(spec.Tag, c.Identity.Name), msgs)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to live events: %w", err)
-	}
-	defer func() { _ = all.Unsubscribe() }()
-	rec, err := submit()
+	lt, err := c.live.join(c, spec.Tag)
 	if err != nil {
 		return nil, err
 	}
-	// Other jobs of the tag are not this one's to pay for: the tag-wide
-	// subscription goes once the job's own is in place. Not before the
-	// server confirmed it took that one: only then has everything it sent
-	// on the tag-wide one arrived (the client drops what comes for a
-	// subscription it has unsubscribed). What comes on both is handed over
-	// once. The round trip runs beside the follow, not before it.
-	var lost atomic.Bool // the tag-wide subscription dropped a message, or may have
-	one, err := c.ChanSubscribe(subjects.LiveJob(rec.Tag, rec.Owner, rec.ID), msgs)
-	if err == nil {
-		defer func() { _ = one.Unsubscribe() }()
-		go func() {
-			if err := c.FlushTimeout(liveConfirm); err != nil {
-				lost.Store(true) // and the tag-wide one stays
-				return
-			}
-			if n, err := all.Dropped(); err != nil || n > 0 {
-				lost.Store(true)
-			}
-			_ = all.Unsubscribe()
-		}()
-	} else {
-		one = all
-	}
-	// What was lost before a catch-up, the catch-up made up for.
-	dropped := func(s *nats.Subscription) int {
-		n, _ := s.Dropped() // -1 once unsubscribed: the tag-wide one's last count is in lost
+	dropped := func() int {
+		n, _ := lt.sub.Dropped()
 		return n
 	}
+	joined := dropped()
+	rec, err := submit()
+	var job string
+	if err == nil {
+		job = rec.ID
+	}
+	run := c.live.claim(lt, job)
+	defer c.live.leave(spec.Tag, lt, job)
+	if err != nil {
+		return nil, err
+	}
+	// What was lost before a catch-up, the catch-up made up for.
 	base := struct {
 		reconnects uint64
-		all, one   int
-	}{reconnects, 0, 0}
+		dropped    int
+	}{reconnects, joined}
 	missed := func() bool {
-		return lost.Load() || c.Denied() != nil || c.IsClosed() || c.Stats().Reconnects != base.reconnects ||
-			dropped(all) > base.all || dropped(one) > base.one
+		return run.lost.Load() || c.Denied() != nil || c.IsClosed() || c.Stats().Reconnects != base.reconnects || dropped() > base.dropped
 	}
 	// catchUp hands over what is stored of the job and was not handed
 	// over, through a reader, and the follow goes on live. It replays up to
 	// now, not to the job's end: a caller has four reader slots, and a
 	// server restart sends every run of its caller to catch up at once.
 	catchUp := func() error {
-		lost.Store(false)
-		base.reconnects, base.all, base.one = c.Stats().Reconnects, max(dropped(all), base.all), max(dropped(one), base.one)
+		run.lost.Store(false)
+		base.reconnects, base.dropped = c.Stats().Reconnects, max(dropped(), base.dropped)
 		return c.replay(ctx, rec.ID, false, true, f)
 	}
 	tick := time.NewTicker(time.Second)
@@ -203,9 +181,9 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	heard := time.Now() // the job's last live event, or the last look at its record
 	for !f.ended {
 		select {
-		case m := <-msgs:
+		case m := <-run.msgs:
 			e, err := subjects.ParseLive(m.Subject)
-			if err != nil || e.Job != rec.ID {
+			if err != nil {
 				continue
 			}
 			heard = time.Now()

@@ -508,27 +508,36 @@ func TestRunSeesQuickJobsEnd(t *testing.T) {
 	}
 }
 
-// TestRunNarrowsToTheJob: once the job is known, Run keeps only its
-// subscription to the job's own live events, also when its context has no
-// deadline, as the CLI's has not.
-func TestRunNarrowsToTheJob(t *testing.T) {
+// TestRunSharesItsLiveSubscription: the Runs of a connection share one
+// subscription to a tag's live events, also back to back, and it goes a
+// while after the last of them, also when their context has no deadline,
+// as the CLI's has not.
+func TestRunSharesItsLiveSubscription(t *testing.T) {
 	s := newSite(t)
 	s.env.StartAgent(s.agentCredsA, agent.Config{})
-	spec, open := gated(t, "true")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err := s.alice.Run(ctx, spec, client.RunOptions{}, func(e client.Event) error {
-		if e.Log != nil {
-			// The request multiplexer's inbox, and the job's events.
-			testenv.Eventually(t, "Run to drop its subscription to the whole tag", func() bool { return s.alice.NumSubscriptions() == 2 })
-			if r := readers(t, s); len(r) > 0 {
-				t.Errorf("Run replays through %v instead of following live", r)
-			}
-			open()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	if _, err := s.alice.Get(testenv.Context(t), ghost); err == nil {
+		t.Fatal("a ghost job has a record")
 	}
+	base := s.alice.NumSubscriptions() // the request multiplexer's inbox
+	for range 2 {
+		spec, open := gated(t, "true")
+		_, err := s.alice.Run(ctx, spec, client.RunOptions{}, func(e client.Event) error {
+			if e.Log != nil {
+				if n := s.alice.NumSubscriptions(); n != base+1 {
+					t.Errorf("%d subscriptions while a Run follows its job, want %d", n, base+1)
+				}
+				if r := readers(t, s); len(r) > 0 {
+					t.Errorf("Run reads through %v instead of following live", r)
+				}
+				open()
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, "the live subscription to go after its last Run", func() bool { return s.alice.NumSubscriptions() == base })
 }
