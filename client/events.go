@@ -57,19 +57,19 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		return err
 	}
 	f := newFollower(o.Follow, fn)
-	if err := c.replay(ctx, job, o.Follow, false, f); err != nil {
+	if err := c.replay(ctx, job, 0, o.Follow, false, f); err != nil {
 		return err
 	}
 	return f.ord.flush()
 }
 
-// replay hands f a job's stored events from the first, through a reader
-// consumer: those stored when it began, or with follow, until f says the
-// job ended. Lines held back by a gap stay held. A replay that resumes a
-// follow (resume) waits for a coordinator that is away (restarting), and
-// for a free reader slot.
-func (c *Conn) replay(ctx context.Context, job string, follow, resume bool, f *follower) error {
-	err := c.read(ctx, subjects.ReadRequest{Job: job}, follow, resume, func(m *nats.Msg) (bool, error) {
+// replay hands f a job's stored events from stream sequence from (0: the
+// first), through a reader consumer: those stored when it began, or with
+// follow, until f says the job ended. Lines held back by a gap stay held.
+// A replay that resumes a follow (resume) waits for a coordinator that is
+// away (restarting), and for a free reader slot.
+func (c *Conn) replay(ctx context.Context, job string, from uint64, follow, resume bool, f *follower) error {
+	err := c.read(ctx, subjects.ReadRequest{Job: job, FromSeq: from}, follow, resume, func(m *nats.Msg) (bool, error) {
 		e, err := subjects.ParseEvent(m.Subject)
 		if err != nil {
 			return false, nil
@@ -98,10 +98,11 @@ type RunOptions struct {
 
 // Bounds of a Run's live follow: how many live events it holds before it
 // drops one (and then catches up to make up for it), and how long the job
-// may be quiet before Run looks at its record.
+// may be quiet before Run looks at its record, at first and at most.
 const (
-	liveQueue = 4096
-	liveQuiet = 5 * time.Second
+	liveQueue    = 4096
+	liveQuiet    = 5 * time.Second
+	liveQuietMax = time.Minute
 )
 
 // Run submits a job and hands fn its events from the first until the job
@@ -134,13 +135,13 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		if err != nil {
 			return nil, err
 		}
-		if err := c.replay(ctx, rec.ID, true, false, f); err != nil {
+		if err := c.replay(ctx, rec.ID, 0, true, false, f); err != nil {
 			return rec, err
 		}
 		return rec, f.ord.flush()
 	}
 	reconnects := c.Stats().Reconnects
-	lt, err := c.live.join(c, spec.Tag)
+	lt, run, err := c.live.join(c, spec.Tag)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	if err == nil {
 		job = rec.ID
 	}
-	run := c.live.claim(lt, job)
+	c.live.claim(lt, run, job)
 	defer c.live.leave(spec.Tag, lt, job)
 	if err != nil {
 		return nil, err
@@ -165,20 +166,31 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		dropped    int
 	}{reconnects, joined}
 	missed := func() bool {
-		return run.lost.Load() || c.Denied() != nil || c.IsClosed() || c.Stats().Reconnects != base.reconnects || dropped() > base.dropped
+		return run.lost.Load() || c.IsClosed() || c.Stats().Reconnects != base.reconnects || dropped() > base.dropped
 	}
-	// catchUp hands over what is stored of the job and was not handed
-	// over, through a reader, and the follow goes on live. It replays up to
-	// now, not to the job's end: a caller has four reader slots, and a
-	// server restart sends every run of its caller to catch up at once.
-	catchUp := func() error {
+	// catchUp hands over what is stored of the job from stream sequence
+	// from (0: the first) and was not handed over, through a reader, and
+	// the follow goes on live. It replays up to now, not to the job's end:
+	// a caller has four reader slots, and a server restart sends every run
+	// of its caller to catch up at once.
+	catchUp := func(from uint64) error {
 		run.lost.Store(false)
 		base.reconnects, base.dropped = c.Stats().Reconnects, max(dropped(), base.dropped)
-		return c.replay(ctx, rec.ID, false, true, f)
+		if err := c.replay(ctx, rec.ID, from, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+			return err
+		}
+		return nil
 	}
+	// clean is the stream sequence up to which every event of the job
+	// came: a loss this connection saw (a drop, a reconnect) came later, so
+	// its catch-up starts after it. A gap in the lines, or an end that does
+	// not add up, may come of a loss it did not see, anywhere: those catch
+	// up from the first event.
+	var clean uint64
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	heard := time.Now() // the job's last live event, or the last look at its record
+	heard, quiet := time.Now(), liveQuiet // the last live event (or look at the record), and the wait for the next look
+	gapped := 0                           // ticks a gap in the lines has lasted
 	for !f.ended {
 		select {
 		case m := <-run.msgs:
@@ -186,16 +198,26 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 			if err != nil {
 				continue
 			}
-			heard = time.Now()
+			heard, quiet = time.Now(), liveQuiet
 			ev, err := decodeEvent(m, e.Kind)
 			if err != nil {
 				continue
 			}
-			if ev.Status != nil && (missed() || f.gap() || ev.Status.State.Terminal() && !f.complete(ev.Status)) {
+			if ev.Status != nil {
+				from, catch := uint64(0), true
+				switch {
+				case f.gap(), ev.Status.State.Terminal() && !f.complete(ev.Status):
+				case missed():
+					from = clean + 1
+				default:
+					catch = false
+				}
 				// The status is stored, so the catch-up hands it over, in
 				// its place; below it is then a duplicate.
-				if err := catchUp(); err != nil || f.ended {
-					return rec, err
+				if catch {
+					if err := catchUp(from); err != nil || f.ended {
+						return rec, err
+					}
 				}
 			}
 			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
@@ -203,19 +225,38 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 				return rec, err
 			}
 		case <-tick.C:
-			if missed() {
-				if err := catchUp(); err != nil {
+			if f.gap() {
+				gapped++
+			} else {
+				gapped = 0
+			}
+			switch {
+			case missed():
+				if err := catchUp(clean + 1); err != nil {
 					return rec, err
 				}
 				continue
+			case gapped >= 2:
+				// Lines held for a missing one: a status would call for a
+				// catch-up, but a long job may print for hours before one.
+				if err := catchUp(0); err != nil {
+					return rec, err
+				}
+				continue
+			case gapped == 0:
+				clean = f.last
 			}
 			// A loss this connection cannot see (between servers of a
 			// cluster, say) must not leave the follow waiting for an end
-			// that came: a quiet job's record says whether it ended.
-			if time.Since(heard) >= liveQuiet {
-				heard = time.Now()
-				if r, err := c.Get(ctx, rec.ID); err == nil && r.State.Terminal() {
-					if err := catchUp(); err != nil {
+			// that came: a quiet job's record says whether it ended. The
+			// looks back off, as each costs an API call and an audit entry.
+			if time.Since(heard) >= quiet {
+				heard, quiet = time.Now(), min(2*quiet, liveQuietMax)
+				gctx, cancel := context.WithTimeout(ctx, askTimeout)
+				r, err := c.Get(gctx, rec.ID)
+				cancel()
+				if err == nil && r.State.Terminal() {
+					if err := catchUp(0); err != nil {
 						return rec, err
 					}
 				}
@@ -247,8 +288,9 @@ type follower struct {
 	ord         reorder
 	statuses    map[uint64]bool // stream sequences of the statuses handed over
 	lastAttempt int
-	follow      bool // a terminal status of the last attempt ends it
-	ended       bool // and was handed over
+	follow      bool   // a terminal status of the last attempt ends it
+	ended       bool   // and was handed over
+	last        uint64 // the highest stream sequence of an event handed over or held
 }
 
 func newFollower(follow bool, fn func(Event) error) *follower {
@@ -259,6 +301,7 @@ func newFollower(follow bool, fn func(Event) error) *follower {
 // event hands over ev, stored at stream sequence seq (zero if unknown),
 // and reports whether it ends the follow.
 func (f *follower) event(ev Event, seq uint64) (last bool, err error) {
+	f.last = max(f.last, seq)
 	if ev.Log != nil {
 		return false, f.ord.add(ev.Log)
 	}
@@ -325,11 +368,13 @@ func (c *Conn) ReadAudit(ctx context.Context, follow bool, fn func(subjects.Audi
 
 // Pulls of a read: large batches, and a wait long enough to be cheap while
 // following and short enough to notice a cancelled context soon. A read
-// that waits for its coordinator asks again this often.
+// that waits for its coordinator asks again this often, and gives each ask
+// askTimeout.
 const (
 	readBatch        = 512
 	readWait         = 5 * time.Second
 	coordinatorRetry = 250 * time.Millisecond
+	askTimeout       = 10 * time.Second
 )
 
 // read asks the coordinator for a reader consumer and pulls from it from
@@ -345,17 +390,29 @@ func (c *Conn) read(ctx context.Context, req subjects.ReadRequest, follow, resum
 		rd     subjects.Reader
 		puller *Puller
 	)
+	// Each ask has a deadline of its own: ctx may have none (the CLI's),
+	// and a coordinator killed while it held the request never answers.
+	ask := func() (*subjects.Reply, error) {
+		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		defer cancel()
+		return c.call(actx, subjects.VerbRead, req)
+	}
 	open := func(patient bool) error {
-		r, err := c.call(ctx, subjects.VerbRead, req)
+		r, err := ask()
 		// A conflict is all the caller's reader slots in use, by its other
 		// reads, which end.
-		for patient && (errors.Is(err, ErrNoCoordinator) || errors.Is(err, &subjects.Error{Code: subjects.CodeConflict})) {
+		for warned := false; patient && ctx.Err() == nil && (errors.Is(err, ErrNoCoordinator) ||
+			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, &subjects.Error{Code: subjects.CodeConflict})); {
+			if !warned {
+				c.log.Warn("waiting to read the job's stored events", "job", req.Job, "err", err)
+				warned = true
+			}
 			select {
 			case <-time.After(coordinatorRetry):
 			case <-ctx.Done():
 				return fmt.Errorf("%w (waited for it until %w)", err, ctx.Err())
 			}
-			r, err = c.call(ctx, subjects.VerbRead, req)
+			r, err = ask()
 		}
 		if err != nil {
 			return err

@@ -541,3 +541,39 @@ func TestRunSharesItsLiveSubscription(t *testing.T) {
 	}
 	testenv.Eventually(t, "the live subscription to go after its last Run", func() bool { return s.alice.NumSubscriptions() == base })
 }
+
+// TestConcurrentRunsShareALiveSubscription: Runs of one connection whose
+// submits overlap each get their own job's events, whole, from the live
+// subscription they share, without a catch-up.
+func TestConcurrentRunsShareALiveSubscription(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{Concurrency: 4})
+	ctx := testenv.Context(t)
+	const runners, each = 6, 5
+	errs := make(chan error, runners)
+	for i := range runners {
+		go func() {
+			for j := range each {
+				var h history
+				word := fmt.Sprintf("r%dj%d", i, j)
+				if _, err := s.alice.Run(ctx, subjects.JobSpec{Tag: "a", Command: []string{"echo", word}}, client.RunOptions{}, h.add); err != nil {
+					errs <- err
+					return
+				}
+				if got, want := strings.Join(h, "|"), "status:queued|status:running|stdout:1:"+word+"\n|status:succeeded"; got != want {
+					errs <- fmt.Errorf("run %s: %q, want %q", word, got, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range runners {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if audited(t, s, "alice", subjects.VerbRead) {
+		t.Error("a Run caught up, though nothing was lost")
+	}
+}

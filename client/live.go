@@ -32,34 +32,46 @@ type liveTag struct {
 	sub   *nats.Subscription
 	runs  map[string]*liveRun // by job ID
 	users int                 // Runs that joined and have not left
-	// early holds, while a submit is under way (submitting), the events
-	// of jobs no Run has claimed: the submitted job's first events may
-	// come before its submit's reply names it.
-	submitting int
-	early      []*nats.Msg
-	earlyLost  bool // early was full and dropped one
+	// early holds the events of jobs no Run has claimed, for the Runs
+	// whose submit is under way (waiting): a job's first events may come
+	// before its submit's reply names it. A waiting Run was told the number
+	// of the next event to come when it joined; what came before is not
+	// its job's, and goes once no waiting Run is older.
+	waiting    map[*liveRun]uint64
+	early      []earlyEvent
+	earlyBytes int
+	next       uint64 // the number of the next event kept in early
 	linger     *time.Timer
 }
+
+type earlyEvent struct {
+	n   uint64
+	job string
+	m   *nats.Msg
+}
+
+// earlyMaxBytes bounds what early holds; past it, or liveQueue events, the
+// waiting Runs are told they lost one.
+const earlyMaxBytes = 8 << 20
 
 // liveRun is one Run's share: its job's live events, in the order they
 // came, and whether one was dropped on the way.
 type liveRun struct {
 	msgs chan *nats.Msg
 	lost atomic.Bool
-	sub  *nats.Subscription // the shared one, whose drops count for every Run
 }
 
 // join makes, or takes up, the live subscription of tag for a Run about to
 // submit a job.
-func (x *liveMux) join(c *Conn, tag string) (*liveTag, error) {
+func (x *liveMux) join(c *Conn, tag string) (*liveTag, *liveRun, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	lt := x.tags[tag]
 	if lt == nil {
-		lt = &liveTag{runs: map[string]*liveRun{}}
+		lt = &liveTag{runs: map[string]*liveRun{}, waiting: map[*liveRun]uint64{}}
 		sub, err := c.Subscribe(subjects.LiveFilter(tag, c.Identity.Name), func(m *nats.Msg) { x.deliver(lt, m) })
 		if err != nil {
-			return nil, fmt.Errorf("subscribe to live events: %w", err)
+			return nil, nil, fmt.Errorf("subscribe to live events: %w", err)
 		}
 		// A Run hears of a drop (Dropped) and catches up; the limits only
 		// bound what waits in the client meanwhile.
@@ -75,8 +87,9 @@ func (x *liveMux) join(c *Conn, tag string) (*liveTag, error) {
 		lt.linger = nil
 	}
 	lt.users++
-	lt.submitting++
-	return lt, nil
+	r := &liveRun{msgs: make(chan *nats.Msg, liveQueue)}
+	lt.waiting[r] = lt.next
+	return lt, r, nil
 }
 
 // deliver hands a live event to the Run of its job, or keeps it while a
@@ -96,39 +109,50 @@ func (x *liveMux) deliver(lt *liveTag, m *nats.Msg) {
 		}
 		return
 	}
-	if lt.submitting > 0 {
-		if len(lt.early) < liveQueue {
-			lt.early = append(lt.early, m)
-		} else {
-			lt.earlyLost = true
-		}
+	if len(lt.waiting) == 0 {
+		return
 	}
+	if len(lt.early) >= liveQueue || lt.earlyBytes+len(m.Data) > earlyMaxBytes {
+		for r := range lt.waiting {
+			r.lost.Store(true)
+		}
+		return
+	}
+	lt.early = append(lt.early, earlyEvent{lt.next, e.Job, m})
+	lt.earlyBytes += len(m.Data)
+	lt.next++
 }
 
-// claim ends a Run's submit: with the job's ID (empty when the submit
-// failed) it takes the job's events so far, and those to come.
-func (x *liveMux) claim(lt *liveTag, job string) *liveRun {
+// claim ends r's submit: with the job's ID (empty when the submit failed)
+// r takes the job's events so far, and those to come.
+func (x *liveMux) claim(lt *liveTag, r *liveRun, job string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var r *liveRun
+	delete(lt.waiting, r)
 	if job != "" {
-		r = &liveRun{msgs: make(chan *nats.Msg, liveQueue), sub: lt.sub}
-		r.lost.Store(lt.earlyLost)
-		for _, m := range lt.early {
-			if e, _ := subjects.ParseLive(m.Subject); e.Job == job {
-				select {
-				case r.msgs <- m:
-				default:
-					r.lost.Store(true)
-				}
-			}
-		}
 		lt.runs[job] = r
 	}
-	if lt.submitting--; lt.submitting == 0 {
-		lt.early, lt.earlyLost = nil, false
+	oldest := lt.next
+	for _, n := range lt.waiting {
+		oldest = min(oldest, n)
 	}
-	return r
+	kept := lt.early[:0]
+	lt.earlyBytes = 0
+	for _, e := range lt.early {
+		switch {
+		case e.job == job:
+			select {
+			case r.msgs <- e.m:
+			default:
+				r.lost.Store(true)
+			}
+		case e.n >= oldest:
+			kept = append(kept, e)
+			lt.earlyBytes += len(e.m.Data)
+		}
+	}
+	clear(lt.early[len(kept):])
+	lt.early = kept
 }
 
 // leave ends a Run's use of its tag's subscription, which goes after
