@@ -51,14 +51,64 @@ type ReadOptions struct {
 // reader consumer the coordinator makes for the caller (pinned to its name
 // and filtered to what its role may read), calling fn for each; fn's error
 // ends the read. Log lines are handed over in line order even if they were
-// stored out of order.
+// stored out of order. With Follow, once what is stored was replayed, the
+// rest comes live, as in Run, and the reader consumer is let go: a follow
+// holds one of the caller's reader slots only while it replays.
 func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn func(Event) error) error {
 	if err := subjects.ValidJobID(job); err != nil {
 		return err
 	}
 	f := newFollower(o.Follow, fn)
-	if err := c.replay(ctx, job, 0, o.Follow, false, f); err != nil {
+	if !o.Follow {
+		if err := c.replay(ctx, job, 0, false, false, f); err != nil {
+			return err
+		}
+		return f.ord.flush()
+	}
+	// A follow replays what is stored, hearing the job's live events from
+	// its first stored one on (its subject names the tag and owner), and
+	// goes on live: a reader slot is held only while it replays.
+	var run *liveRun
+	defer func() {
+		if run != nil {
+			c.live.leave(run, job)
+		}
+	}()
+	f.onEvent = func(e subjects.Event) {
+		if run != nil || !c.hears(e.Tag, e.Owner) {
+			return
+		}
+		if r, err := c.live.join(c, e.Tag, e.Owner); err == nil {
+			c.live.claim(r, job)
+			run = r
+		}
+	}
+	if err := c.replay(ctx, job, 0, false, false, f); err != nil {
 		return err
+	}
+	f.onEvent = nil
+	switch {
+	case f.ended:
+	case run == nil:
+		if err := c.replay(ctx, job, f.last+1, true, false, f); err != nil && !errors.Is(err, ErrNoEvents) {
+			return err
+		}
+	default:
+		// The subscription began during the replay, which ended with the
+		// events stored when it started: what came between, neither saw.
+		// Once the server has the subscription (a flush), a replay from
+		// there closes the gap.
+		if err := c.FlushTimeout(askTimeout); err != nil {
+			return fmt.Errorf("follow job %s: %w", job, err)
+		}
+		if err := c.replay(ctx, job, f.last+1, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+			return err
+		}
+		if !f.ended {
+			if err := c.followLive(ctx, job, run, f); err != nil {
+				return err
+			}
+		}
 	}
 	return f.ord.flush()
 }
@@ -73,6 +123,9 @@ func (c *Conn) replay(ctx context.Context, job string, from uint64, follow, resu
 		e, err := subjects.ParseEvent(m.Subject)
 		if err != nil {
 			return false, nil
+		}
+		if f.onEvent != nil {
+			f.onEvent(e)
 		}
 		ev, err := decodeEvent(m, e.Kind)
 		if err != nil {
@@ -128,7 +181,7 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		return c.Submit(sctx, spec)
 	}
 	f := newFollower(true, fn)
-	if !c.hearsLive(spec.Tag) {
+	if !c.hears(spec.Tag, c.Identity.Name) {
 		// The coordinator refuses the submit, and says why better than a
 		// denied subscription would.
 		rec, err := submit()
@@ -140,31 +193,36 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 		}
 		return rec, f.ord.flush()
 	}
-	reconnects := c.Stats().Reconnects
-	lt, run, err := c.live.join(c, spec.Tag)
+	run, err := c.live.join(c, spec.Tag, c.Identity.Name)
 	if err != nil {
 		return nil, err
 	}
-	dropped := func() int {
-		n, _ := lt.sub.Dropped()
-		return n
-	}
-	joined := dropped()
 	rec, err := submit()
 	var job string
 	if err == nil {
 		job = rec.ID
 	}
-	c.live.claim(lt, run, job)
-	defer c.live.leave(spec.Tag, lt, job)
+	c.live.claim(run, job)
+	defer c.live.leave(run, job)
 	if err != nil {
 		return nil, err
+	}
+	return rec, c.followLive(ctx, rec.ID, run, f)
+}
+
+// followLive hands f the job's events that run hears, until f says the
+// job ended, catching up from the stream whenever one may have been
+// missed (see Run).
+func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *follower) error {
+	dropped := func() int {
+		n, _ := run.lt.sub.Dropped()
+		return n
 	}
 	// What was lost before a catch-up, the catch-up made up for.
 	base := struct {
 		reconnects uint64
 		dropped    int
-	}{reconnects, joined}
+	}{run.reconnects, run.dropped}
 	missed := func() bool {
 		return run.lost.Load() || c.IsClosed() || c.Stats().Reconnects != base.reconnects || dropped() > base.dropped
 	}
@@ -176,7 +234,7 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	catchUp := func(from uint64) error {
 		run.lost.Store(false)
 		base.reconnects, base.dropped = c.Stats().Reconnects, max(dropped(), base.dropped)
-		if err := c.replay(ctx, rec.ID, from, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+		if err := c.replay(ctx, job, from, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
 			return err
 		}
 		return nil
@@ -216,13 +274,13 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 				// its place; below it is then a duplicate.
 				if catch {
 					if err := catchUp(from); err != nil || f.ended {
-						return rec, err
+						return err
 					}
 				}
 			}
 			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 			if _, err := f.event(ev, seq); err != nil {
-				return rec, err
+				return err
 			}
 		case <-tick.C:
 			if f.gap() {
@@ -233,14 +291,14 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 			switch {
 			case missed():
 				if err := catchUp(clean + 1); err != nil {
-					return rec, err
+					return err
 				}
 				continue
 			case gapped >= 2:
 				// Lines held for a missing one: a status would call for a
 				// catch-up, but a long job may print for hours before one.
 				if err := catchUp(0); err != nil {
-					return rec, err
+					return err
 				}
 				continue
 			case gapped == 0:
@@ -252,30 +310,41 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 			// looks back off, as each costs an API call and an audit entry.
 			if time.Since(heard) >= quiet {
 				heard, quiet = time.Now(), min(2*quiet, liveQuietMax)
+				if c.Identity.Role == accounts.RoleObserver {
+					// Observers may not read records; a lost end is
+					// the last event, after the clean ones.
+					if err := catchUp(clean + 1); err != nil {
+						return err
+					}
+					continue
+				}
 				gctx, cancel := context.WithTimeout(ctx, askTimeout)
-				r, err := c.Get(gctx, rec.ID)
+				r, err := c.Get(gctx, job)
 				cancel()
 				if err == nil && r.State.Terminal() {
 					if err := catchUp(0); err != nil {
-						return rec, err
+						return err
 					}
 				}
 			}
 		case <-ctx.Done():
-			return rec, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return rec, nil
+	return nil
 }
 
-// hearsLive says whether this credential may subscribe to its own live
-// events of tag: an admin's reach is every tag, a user's its own tags.
-func (c *Conn) hearsLive(tag string) bool {
+// hears says whether this credential may subscribe to the live events of
+// tag and owner: an admin's reach is every tag, an observer's its tags,
+// a user's its own jobs of its tags.
+func (c *Conn) hears(tag, owner string) bool {
 	switch c.Identity.Role {
 	case accounts.RoleAdmin:
 		return true
-	case accounts.RoleUser:
+	case accounts.RoleObserver:
 		return slices.Contains(c.Identity.Tags, tag)
+	case accounts.RoleUser:
+		return owner == c.Identity.Name && slices.Contains(c.Identity.Tags, tag)
 	}
 	return false
 }
@@ -291,6 +360,9 @@ type follower struct {
 	follow      bool   // a terminal status of the last attempt ends it
 	ended       bool   // and was handed over
 	last        uint64 // the highest stream sequence of an event handed over or held
+	// onEvent, if set, is told the subject of each stored event a replay
+	// reads, before it is handed over.
+	onEvent func(subjects.Event)
 }
 
 func newFollower(follow bool, fn func(Event) error) *follower {

@@ -258,6 +258,12 @@ func TestReadEventsFollow(t *testing.T) {
 		if e.Log != nil && string(e.Log.Data) == "one\n" {
 			open() // only now may the job go on: the line came live
 		}
+		if e.Log != nil && string(e.Log.Data) == "two\n" {
+			// What is stored was replayed; the rest comes live.
+			if r := readers(t, s); len(r) > 0 {
+				t.Errorf("a follow holds reader consumers %v past its replay", r)
+			}
+		}
 		return h.add(e)
 	})
 	if err != nil {

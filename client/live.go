@@ -11,8 +11,8 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
-// liveMux shares one subscription to the caller's live events of a tag
-// among the Runs of a connection, as nats.go shares one inbox subscription
+// liveMux shares one subscription to the live events of a tag and owner
+// among the follows of a connection (Run, and ReadEvents with Follow), as nats.go shares one inbox subscription
 // among requests. A Run must hear its job's events from before it knows
 // the job's ID, so its subscription must be in place before the submit;
 // and a subscription made there, in front of the submit, cost the submit
@@ -22,7 +22,7 @@ import (
 // that stops running jobs stops hearing its other jobs' events.
 type liveMux struct {
 	mu   sync.Mutex
-	tags map[string]*liveTag
+	tags map[string]*liveTag // by subject filter
 }
 
 // liveLinger is how long a tag's live subscription outlasts its last Run.
@@ -54,24 +54,30 @@ type earlyEvent struct {
 // waiting Runs are told they lost one.
 const earlyMaxBytes = 8 << 20
 
-// liveRun is one Run's share: its job's live events, in the order they
-// came, and whether one was dropped on the way.
+// liveRun is one follow's share: its job's live events, in the order they
+// came, and whether one was dropped on the way; and what the connection
+// had lost when it joined (reconnects, the subscription's drops).
 type liveRun struct {
-	msgs chan *nats.Msg
-	lost atomic.Bool
+	msgs       chan *nats.Msg
+	lost       atomic.Bool
+	lt         *liveTag
+	key        string
+	reconnects uint64
+	dropped    int
 }
 
-// join makes, or takes up, the live subscription of tag for a Run about to
-// submit a job.
-func (x *liveMux) join(c *Conn, tag string) (*liveTag, *liveRun, error) {
+// join makes, or takes up, the live subscription of tag and owner for a
+// follow, before its job is submitted or its stored events are read.
+func (x *liveMux) join(c *Conn, tag, owner string) (*liveRun, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	lt := x.tags[tag]
+	key := subjects.LiveFilter(tag, owner)
+	lt := x.tags[key]
 	if lt == nil {
 		lt = &liveTag{runs: map[string]*liveRun{}, waiting: map[*liveRun]uint64{}}
-		sub, err := c.Subscribe(subjects.LiveFilter(tag, c.Identity.Name), func(m *nats.Msg) { x.deliver(lt, m) })
+		sub, err := c.Subscribe(key, func(m *nats.Msg) { x.deliver(lt, m) })
 		if err != nil {
-			return nil, nil, fmt.Errorf("subscribe to live events: %w", err)
+			return nil, fmt.Errorf("subscribe to live events: %w", err)
 		}
 		// A Run hears of a drop (Dropped) and catches up; the limits only
 		// bound what waits in the client meanwhile.
@@ -80,16 +86,17 @@ func (x *liveMux) join(c *Conn, tag string) (*liveTag, *liveRun, error) {
 		if x.tags == nil {
 			x.tags = map[string]*liveTag{}
 		}
-		x.tags[tag] = lt
+		x.tags[key] = lt
 	}
 	if lt.linger != nil {
 		lt.linger.Stop()
 		lt.linger = nil
 	}
 	lt.users++
-	r := &liveRun{msgs: make(chan *nats.Msg, liveQueue)}
+	r := &liveRun{msgs: make(chan *nats.Msg, liveQueue), lt: lt, key: key, reconnects: c.Stats().Reconnects}
+	r.dropped, _ = lt.sub.Dropped()
 	lt.waiting[r] = lt.next
-	return lt, r, nil
+	return r, nil
 }
 
 // deliver hands a live event to the Run of its job, or keeps it while a
@@ -125,9 +132,10 @@ func (x *liveMux) deliver(lt *liveTag, m *nats.Msg) {
 
 // claim ends r's submit: with the job's ID (empty when the submit failed)
 // r takes the job's events so far, and those to come.
-func (x *liveMux) claim(lt *liveTag, r *liveRun, job string) {
+func (x *liveMux) claim(r *liveRun, job string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	lt := r.lt
 	delete(lt.waiting, r)
 	if job != "" {
 		lt.runs[job] = r
@@ -155,11 +163,12 @@ func (x *liveMux) claim(lt *liveTag, r *liveRun, job string) {
 	lt.early = kept
 }
 
-// leave ends a Run's use of its tag's subscription, which goes after
-// liveLinger unless another Run joins.
-func (x *liveMux) leave(tag string, lt *liveTag, job string) {
+// leave ends r's use of its subscription, which goes after liveLinger
+// unless another follow joins.
+func (x *liveMux) leave(r *liveRun, job string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	lt := r.lt
 	delete(lt.runs, job)
 	if lt.users--; lt.users > 0 {
 		return
@@ -167,9 +176,9 @@ func (x *liveMux) leave(tag string, lt *liveTag, job string) {
 	lt.linger = time.AfterFunc(liveLinger, func() {
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		if lt.users == 0 && x.tags[tag] == lt {
+		if lt.users == 0 && x.tags[r.key] == lt {
 			_ = lt.sub.Unsubscribe()
-			delete(x.tags, tag)
+			delete(x.tags, r.key)
 		}
 	})
 }
