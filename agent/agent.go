@@ -120,6 +120,7 @@ type Agent struct {
 	kill    context.CancelFunc // ends the jobs' context
 	running map[string]*process
 	held    map[string]int         // jobs from delivery until acked or left; heartbeats list them
+	taken   map[takenKey]*takenJob // the requests being handled here
 	stopped map[string]pendingStop // stop requests for jobs not (yet) running here
 	// connectedAt is when the agent saw its connection come back last
 	// (zero: never), and seen how many reconnects it had seen by then.
@@ -197,7 +198,7 @@ func New(cfg Config) (*Agent, error) {
 		slots: make(chan struct{}, cfg.Concurrency), ending: make(chan struct{}, cfg.Concurrency), dirs: dirs, grace: cfg.StopGrace, drainTimeout: cfg.DrainTimeout, maxOutput: cfg.MaxOutput, beatEvery: cfg.Heartbeat,
 		room:    newBudget(cfg.MaxBuffered),
 		log:     cfg.Logger.With("agent", id.Name),
-		running: map[string]*process{}, held: map[string]int{}, stopped: map[string]pendingStop{}, runAs: runAs,
+		running: map[string]*process{}, held: map[string]int{}, taken: map[takenKey]*takenJob{}, stopped: map[string]pendingStop{}, runAs: runAs,
 		xkey: xkey, xkeyPub: xkeyPub, lineReaders: sync.Pool{New: func() any { return newLineReader() }},
 	}
 	cg, err := newCgroups(id.Name, cfg.Cgroups)

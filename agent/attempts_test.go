@@ -75,14 +75,7 @@ func TestAttemptStartedElsewhereIsNotRunTwice(t *testing.T) {
 echo "attempt $OUTPOST_ATTEMPT"
 if [ "$OUTPOST_ATTEMPT" = 1 ]; then while :; do sleep 0.05; done; fi`)})
 
-	other := s.env.Dial(s.agentCreds)
-	ev, _ := json.Marshal(subjects.StatusEvent{Job: r.ID, State: subjects.StateRunning, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()})
-	m := nats.NewMsg(subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus))
-	m.Data = ev
-	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(r.ID, 1, string(subjects.StateRunning)))
-	if _, err := other.JS.PublishMsg(testenv.Context(t), m); err != nil {
-		t.Fatal(err)
-	}
+	s.otherAgent(t, r.ID).status(subjects.StateRunning)
 	s.waitState(t, r.ID, subjects.StateRunning)
 
 	mark := s.env.Logs.Len()
@@ -224,29 +217,11 @@ func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 	dir := t.TempDir()
 	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
 
-	other := s.env.Dial(s.agentCreds)
+	other := s.otherAgent(t, r.ID)
 	var request *nats.Msg
-	pull := func(fn func(*nats.Msg) error) {
-		t.Helper()
-		got, err := other.Pull(testenv.Context(t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, fn)
-		if got != 1 || err != nil {
-			t.Fatalf("pulled %d jobs: %v", got, err)
-		}
-	}
-	pull(func(m *nats.Msg) error { request = m; return nil })
-	for _, state := range []subjects.State{subjects.StateRunning, subjects.StateSucceeded} {
-		ev := subjects.StatusEvent{Job: r.ID, State: state, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()}
-		if state.Terminal() {
-			ev.ExitCode = new(int)
-		}
-		b, _ := json.Marshal(ev)
-		m := nats.NewMsg(subjects.EventSubject("a", "alice", r.ID, subjects.KindStatus))
-		m.Data = b
-		m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(r.ID, 1, string(state)))
-		if _, err := other.JS.PublishMsg(testenv.Context(t), m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	other.pull(func(m *nats.Msg) error { request = m; return nil })
+	other.status(subjects.StateRunning)
+	other.status(subjects.StateSucceeded)
 	s.waitState(t, r.ID, subjects.StateSucceeded)
 	testenv.Eventually(t, "the coordinator to take the finished job off the queue", func() bool { return !s.queued(t, r.ID) })
 	putBack := func() {
@@ -267,7 +242,7 @@ func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 	}
 
 	putBack()
-	pull(func(m *nats.Msg) error { return m.Nak() })
+	other.pull(func(m *nats.Msg) error { return m.Nak() })
 	mark := s.env.Logs.Len()
 	s.startAgent(t)
 	skipped(mark)
@@ -363,5 +338,129 @@ func TestSharedSlotsKeepWaitingJobs(t *testing.T) {
 		if got := info.Delivered.Consumer; got != n {
 			t.Errorf("tag %s: %d deliveries of its %d jobs", tag, got, n)
 		}
+	}
+}
+
+// TestRequestDeliveredAgainWhileItRuns: a server restarted from a state
+// older than its deliveries may hand a job's request to the agent that runs
+// it, again. The agent leaves it to the run under way, and acks it once
+// that run's end is stored: the job runs once.
+func TestRequestDeliveredAgainWhileItRuns(t *testing.T) {
+	s := newSite(t, coordinator.Limits{})
+	s.startAgent(t)
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("echo run >> runs; while [ ! -e go ]; do sleep 0.01; done")})
+	s.waitState(t, r.ID, subjects.StateRunning)
+
+	ctx := testenv.Context(t)
+	st, err := s.env.CoordConn.JS.Stream(ctx, subjects.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request, err := st.GetLastMsgForSubject(ctx, subjects.JobSubject("a", r.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := nats.NewMsg(request.Subject)
+	again.Data = request.Data
+	again.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
+	mark := s.env.Logs.Len()
+	if _, err := s.env.CoordConn.JS.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	s.env.Logs.Wait(t, mark, "the agent to leave the request delivered again to the run under way", func(e testenv.Entry) bool {
+		return e.Msg == "job delivered again while this agent runs it; left to that run" && e.Attrs["job"] == r.ID
+	})
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(t, r.ID, subjects.StateSucceeded)
+	testenv.Eventually(t, "both deliveries of the request to be acked", func() bool { return !s.queued(t, r.ID) })
+	if b, err := os.ReadFile(filepath.Join(dir, "runs")); err != nil || string(b) != "run\n" {
+		t.Errorf("the job's runs: %q, %v; want one", b, err)
+	}
+}
+
+// TestEarlierAttemptsEndIsWaitedFor: soon after a reconnect (a server
+// restarted from a state older than its deliveries), a request delivered
+// again whose earlier attempt shows as running waits a few seconds for that
+// attempt's end, which its agent stores once it is back, and is acked
+// unrun when it comes.
+func TestEarlierAttemptsEndIsWaitedFor(t *testing.T) {
+	s := newSite(t, coordinator.Limits{})
+	dir := t.TempDir()
+	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
+
+	other := s.otherAgent(t, r.ID)
+	var request *nats.Msg
+	// Another agent runs attempt 1 and holds its request.
+	other.pull(func(m *nats.Msg) error { request = m; return nil })
+	other.status(subjects.StateRunning)
+	s.waitState(t, r.ID, subjects.StateRunning)
+
+	// A copy of the request, held too, is what the restarted server will
+	// hand over again, as attempt 2.
+	m := nats.NewMsg(request.Subject)
+	m.Data = request.Data
+	m.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
+	if _, err := s.env.CoordConn.JS.PublishMsg(testenv.Context(t), m); err != nil {
+		t.Fatal(err)
+	}
+	var again *nats.Msg
+	other.pull(func(m *nats.Msg) error { again = m; return nil })
+
+	s.startAgent(t)
+	s.env.RestartServer()
+	testenv.Eventually(t, "the agents to reconnect", other.conn.IsConnected)
+	mark := s.env.Logs.Len()
+	if err := again.Nak(); err != nil {
+		t.Fatal(err)
+	}
+	s.env.Logs.Wait(t, mark, "the agent to wait for attempt 1's end", func(e testenv.Entry) bool {
+		return e.Msg == "an earlier attempt shows as running, soon after a reconnect; waiting for its end" && e.Attrs["job"] == r.ID
+	})
+	other.status(subjects.StateSucceeded)
+	s.env.Logs.Wait(t, mark, "the agent to ack the request unrun", func(e testenv.Entry) bool {
+		return e.Msg == "job handed over again after it ended; acked, not run" && e.Attrs["job"] == r.ID
+	})
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("the job ran again")
+	}
+}
+
+// otherAgent is a client with the agent's creds that plays another agent
+// of job: it pulls requests, and stores the job's statuses for attempt 1.
+type otherAgent struct {
+	t    *testing.T
+	job  string
+	conn *client.Conn
+}
+
+func (s *site) otherAgent(t *testing.T, job string) otherAgent {
+	return otherAgent{t: t, job: job, conn: s.env.Dial(s.agentCreds)}
+}
+
+// pull takes one request of tag a and hands it to fn.
+func (o otherAgent) pull(fn func(*nats.Msg) error) {
+	o.t.Helper()
+	got, err := o.conn.Pull(testenv.Context(o.t), subjects.JobsStream, subjects.AgentsConsumer("a"), 1, testenv.Timeout, fn)
+	if got != 1 || err != nil {
+		o.t.Fatalf("pulled %d jobs: %v", got, err)
+	}
+}
+
+// status stores the job's status of attempt 1.
+func (o otherAgent) status(state subjects.State) {
+	o.t.Helper()
+	ev := subjects.StatusEvent{Job: o.job, State: state, Attempt: 1, Agent: "agent-a", At: time.Now().UTC()}
+	if state.Terminal() {
+		ev.ExitCode = new(int)
+	}
+	b, _ := json.Marshal(ev)
+	m := nats.NewMsg(subjects.EventSubject("a", "alice", o.job, subjects.KindStatus))
+	m.Data = b
+	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(o.job, 1, string(state)))
+	if _, err := o.conn.JS.PublishMsg(testenv.Context(o.t), m); err != nil {
+		o.t.Fatal(err)
 	}
 }

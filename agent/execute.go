@@ -61,10 +61,34 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 		}
 	}()
 
+	// One request is handled once here: delivered again while this agent
+	// handles it (a server restarted from a state older than its
+	// deliveries), it is left to the run under way, and acked once that
+	// run's end is stored. Two runs would be two attempts of one job, side
+	// by side, on one agent.
+	mine, under := a.take(job)
+	if under != nil {
+		log.Info("job delivered again while this agent runs it; left to that run")
+		free()
+		select {
+		case <-under.done:
+		case <-ctx.Done():
+			return
+		}
+		if under.ended {
+			a.ackLater(ctx, m, ackWait, log)
+		} else {
+			_ = m.Nak()
+		}
+		return
+	}
+	defer a.untake(job, mine)
+
 	if a.mayHaveEnded(meta, job, ackWait) {
-		if why := a.ended(ctx, job, attempt); why != "" {
+		if why := a.ended(ctx, job, attempt, a.reconnectedWithin(ackWait)); why != "" {
 			log.Info("job handed over again after it ended; acked, not run", "why", why)
 			a.stats.ended.Add(1)
+			mine.ended = true
 			a.ackLater(ctx, m, ackWait, log)
 			return
 		}
@@ -160,8 +184,42 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 		log.Error("could not store the terminal status; the job will run again", "err", err)
 		return
 	}
+	mine.ended = true
 	a.ackLater(ctx, m, ackWait, log)
 	log.Info("job ended", "state", end.State, "exit_code", deref(end.ExitCode))
+}
+
+// takenKey names a job request: a requeue is another request of the job.
+type takenKey struct {
+	job     string
+	attempt int // the request's own attempt
+}
+
+// takenJob is a request being handled here.
+type takenJob struct {
+	done  chan struct{} // closed once its handling returned
+	ended bool          // its end is stored (set before done closes)
+}
+
+// take registers job's request as handled here, or, if it is already,
+// returns the handling under way.
+func (a *Agent) take(job subjects.Job) (mine, under *takenJob) {
+	k := takenKey{job.ID, job.Attempt}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t := a.taken[k]; t != nil {
+		return nil, t
+	}
+	mine = &takenJob{done: make(chan struct{})}
+	a.taken[k] = mine
+	return mine, nil
+}
+
+func (a *Agent) untake(job subjects.Job, t *takenJob) {
+	a.mu.Lock()
+	delete(a.taken, takenKey{job.ID, job.Attempt})
+	a.mu.Unlock()
+	close(t.done)
 }
 
 // ackLater acks an ended job's request at once, and waits for the
@@ -182,8 +240,14 @@ func (a *Agent) ackLater(ctx context.Context, m *nats.Msg, ackWait time.Duration
 }
 
 // endedCheckTimeout bounds the look at a job's last status; past it the
-// job runs, as it would without the look.
-const endedCheckTimeout = 2 * time.Second
+// job runs, as it would without the look. Soon after a reconnect, a run of
+// an earlier attempt that shows as running is given endedSettle to show
+// its end, looked at every endedSettlePoll.
+const (
+	endedCheckTimeout = 2 * time.Second
+	endedSettle       = 5 * time.Second
+	endedSettlePoll   = 250 * time.Millisecond
+)
 
 // mayHaveEnded says whether a delivered job may have ended already: it was
 // delivered before, it is a later attempt, or it came soon after a
@@ -213,14 +277,49 @@ func (a *Agent) reconnectedWithin(d time.Duration) bool {
 // here (it ended, or a later attempt has it), or "" if it may. If the
 // status cannot be read (an agent credential issued before agents could),
 // the job runs, and the coordinator stops the run if the job had ended.
-func (a *Agent) ended(ctx context.Context, job subjects.Job, attempt int) string {
+//
+// With settle (the agent reconnected lately: the server may have been
+// restarted from a state older than its deliveries), an earlier attempt
+// of this request that shows as running may be one that ended while the
+// server was down, or that ends as it comes back: its agent stores the end
+// once it is back. Run at once, this delivery would run the job again,
+// side by side or after it, which the coordinator stops too late for a
+// short job. So it waits a few seconds for that end; a run whose agent
+// died shows as running for good, and its job then runs here.
+func (a *Agent) ended(ctx context.Context, job subjects.Job, attempt int, settle bool) string {
+	deadline, waiting := time.Now().Add(endedSettle), false
+	for {
+		ev, err := a.lastStatus(ctx, job)
+		if err != nil {
+			a.log.Warn("could not read the last status of a job delivered again; running it", "job", job.ID, "err", err)
+			return ""
+		}
+		if why := endedWhy(ev, job, attempt); why != "" || !settle || ev == nil ||
+			ev.State != subjects.StateRunning || ev.Attempt >= attempt || time.Now().After(deadline) {
+			return why
+		}
+		if !waiting {
+			a.log.Info("an earlier attempt shows as running, soon after a reconnect; waiting for its end", "job", job.ID, "attempt", attempt, "running", ev.Attempt)
+			waiting = true
+		}
+		select {
+		case <-time.After(endedSettlePoll):
+		case <-ctx.Done():
+			return ""
+		}
+	}
+}
+
+func (a *Agent) lastStatus(ctx context.Context, job subjects.Job) (*subjects.StatusEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, endedCheckTimeout)
 	defer cancel()
-	ev, err := a.conn.LastStatus(ctx, job.Tag, job.Owner, job.ID)
+	return a.conn.LastStatus(ctx, job.Tag, job.Owner, job.ID)
+}
+
+// endedWhy says why a job whose last status is ev (nil: none) must not
+// run as attempt here, or "" if it may.
+func endedWhy(ev *subjects.StatusEvent, job subjects.Job, attempt int) string {
 	switch {
-	case err != nil:
-		a.log.Warn("could not read the last status of a job delivered again; running it", "job", job.ID, "err", err)
-		return ""
 	case ev == nil:
 		return ""
 	case ev.State.Terminal() && ev.Attempt >= job.Attempt:

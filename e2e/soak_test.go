@@ -402,6 +402,9 @@ func (h *soak) check() {
 		for _, q := range p {
 			problems = append(problems, fmt.Sprintf("job %d %s: %s", i, id, q))
 		}
+		if len(p) > 0 {
+			problems = append(problems, h.logsOf(id)...)
+		}
 	}
 	orphans := h.orphans()
 	redelivery := h.redeliveries(led)
@@ -454,6 +457,26 @@ func (h *soak) check() {
 	if len(problems) > 0 || orphans > 0 {
 		t.Errorf("%d problems:\n%s", len(problems), strings.Join(problems[:min(len(problems), 30)], "\n"))
 	}
+}
+
+// logsOf is what the agents and the coordinator logged of job id, to tell
+// what happened to a job with a problem.
+func (h *soak) logsOf(id string) []string {
+	var out []string
+	grep := func(who string, p *proc) {
+		for _, l := range strings.Split(p.stderr.String(), "\n") {
+			if strings.Contains(l, id) {
+				out = append(out, "  "+who+": "+l)
+			}
+		}
+	}
+	for _, a := range h.agent {
+		for _, p := range append(a.past, a.proc) {
+			grep(a.name, p)
+		}
+	}
+	grep("coordinator", h.c.proc)
+	return out
 }
 
 // orphans counts the processes of this run's jobs still alive once every
