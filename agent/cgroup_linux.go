@@ -356,6 +356,15 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 			return
 		}
 		err := cmd.Start()
+		var perr error
+		if err == nil && j.pids != "" {
+			// Lowered while the thread is still inside, where it counts:
+			// lowered after it left, the job could fork into the room it
+			// left before the limit came down, and stay one over. A
+			// failure is acted on once the thread is out, when a kill
+			// can see the cgroup empty.
+			perr = j.files.set(filepath.Join(j.dirs[cgroup1.Pids], "pids.max"), j.pids)
+		}
 		if herr := j.host.homeFiles.move(j.host.home, tid); herr != nil {
 			// The thread stays locked, so it ends with this goroutine
 			// rather than run the agent inside the job's limits.
@@ -368,18 +377,14 @@ func (j *v1Job) start(cmd *exec.Cmd) error {
 			return
 		}
 		runtime.UnlockOSThread()
+		if perr != nil {
+			j.signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+			err = fmt.Errorf("%w: set the pids limit: %w", errJobCgroup, perr)
+		}
 		errc <- err
 	}()
-	if err := <-errc; err != nil {
-		return err
-	}
-	if j.pids != "" {
-		if err := j.files.set(filepath.Join(j.dirs[cgroup1.Pids], "pids.max"), j.pids); err != nil {
-			j.signal(syscall.SIGKILL)
-			return fmt.Errorf("%w: set the pids limit: %w", errJobCgroup, err)
-		}
-	}
-	return nil
+	return <-errc
 }
 
 // killPasses bounds the passes of a v1 kill.

@@ -65,7 +65,10 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 	// handles it (a server restarted from a state older than its
 	// deliveries), it is left to the run under way, and acked once that
 	// run's end is stored. Two runs would be two attempts of one job, side
-	// by side, on one agent.
+	// by side, on one agent. If that handling stored no end (it refused the
+	// job, left it to another run, or was cut short), this delivery is left
+	// to its ack wait: a nak would undo a delay the handling asked for, or
+	// hand the job on at once.
 	mine, under := a.take(job)
 	if under != nil {
 		log.Info("job delivered again while this agent runs it; left to that run")
@@ -77,8 +80,6 @@ func (a *Agent) execute(ctx context.Context, m *nats.Msg, ackWait time.Duration,
 		}
 		if under.ended {
 			a.ackLater(ctx, m, ackWait, log)
-		} else {
-			_ = m.Nak()
 		}
 		return
 	}

@@ -65,49 +65,50 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		}
 		return f.ord.flush()
 	}
-	// A follow replays what is stored, hearing the job's live events from
-	// its first stored one on (its subject names the tag and owner), and
-	// goes on live: a reader slot is held only while it replays.
-	var run *liveRun
-	defer func() {
-		if run != nil {
-			c.live.leave(run, job)
-		}
-	}()
-	f.onEvent = func(e subjects.Event) {
-		if run != nil || !c.hears(e.Tag, e.Owner) {
-			return
-		}
-		if r, err := c.live.join(c, e.Tag, e.Owner); err == nil {
-			c.live.claim(r, job)
-			run = r
-		}
-	}
+	// A follow replays what is stored, then hears the job's live events
+	// (the stored ones' subjects name its tag and owner), replays once more
+	// what came in between, and goes on live: a reader slot is held only
+	// while it replays.
+	var tag, owner string
+	f.onEvent = func(e subjects.Event) { tag, owner = e.Tag, e.Owner }
 	if err := c.replay(ctx, job, 0, false, false, f); err != nil {
 		return err
 	}
 	f.onEvent = nil
-	switch {
-	case f.ended:
-	case run == nil:
+	if f.ended {
+		return f.ord.flush()
+	}
+	var run *liveRun
+	if c.hears(tag, owner) {
+		if r, err := c.live.join(c, tag, owner); err == nil {
+			c.live.claim(r, job)
+			run = r
+			defer c.live.leave(run, job)
+		}
+	}
+	if run == nil {
 		if err := c.replay(ctx, job, f.last+1, true, false, f); err != nil && !errors.Is(err, ErrNoEvents) {
 			return err
 		}
-	default:
-		// The subscription began during the replay, which ended with the
-		// events stored when it started: what came between, neither saw.
-		// Once the server has the subscription (a flush), a replay from
-		// there closes the gap.
-		if err := c.FlushTimeout(askTimeout); err != nil {
-			return fmt.Errorf("follow job %s: %w", job, err)
+		return f.ord.flush()
+	}
+	// What was stored between the replay's start and the server taking
+	// the subscription (a flush), neither saw: a replay from the last event
+	// read closes the gap. A reconnect that fails the flush is caught up
+	// on by the live follow.
+	if err := c.FlushTimeout(askTimeout); err != nil && c.IsClosed() {
+		return fmt.Errorf("follow job %s: %w", job, err)
+	}
+	if err := c.replay(ctx, job, f.last+1, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+		return err
+	}
+	if !f.ended {
+		var clean uint64
+		if !f.gap() {
+			clean = f.last // every event up to it was replayed
 		}
-		if err := c.replay(ctx, job, f.last+1, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+		if err := c.followLive(ctx, job, run, f, clean); err != nil {
 			return err
-		}
-		if !f.ended {
-			if err := c.followLive(ctx, job, run, f); err != nil {
-				return err
-			}
 		}
 	}
 	return f.ord.flush()
@@ -207,13 +208,14 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 	if err != nil {
 		return nil, err
 	}
-	return rec, c.followLive(ctx, rec.ID, run, f)
+	return rec, c.followLive(ctx, rec.ID, run, f, 0)
 }
 
 // followLive hands f the job's events that run hears, until f says the
 // job ended, catching up from the stream whenever one may have been
-// missed (see Run).
-func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *follower) error {
+// missed (see Run). Every event of the job up to stream sequence clean was
+// handed over already.
+func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *follower, clean uint64) error {
 	dropped := func() int {
 		n, _ := run.lt.sub.Dropped()
 		return n
@@ -237,6 +239,9 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 		if err := c.replay(ctx, job, from, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
 			return err
 		}
+		if !f.gap() {
+			clean = max(clean, f.last)
+		}
 		return nil
 	}
 	// clean is the stream sequence up to which every event of the job
@@ -244,7 +249,6 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 	// its catch-up starts after it. A gap in the lines, or an end that does
 	// not add up, may come of a loss it did not see, anywhere: those catch
 	// up from the first event.
-	var clean uint64
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	heard, quiet := time.Now(), liveQuiet // the last live event (or look at the record), and the wait for the next look

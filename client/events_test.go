@@ -583,3 +583,55 @@ func TestConcurrentRunsShareALiveSubscription(t *testing.T) {
 		t.Error("a Run caught up, though nothing was lost")
 	}
 }
+
+// TestTwoFollowsOfOneJob: two follows of one job on one connection share
+// its live subscription, and each gets every event.
+func TestTwoFollowsOfOneJob(t *testing.T) {
+	s := newSite(t)
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	spec, open := gated(t, "echo two")
+	r, err := s.alice.Submit(testenv.Context(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := make([]history, 2)
+	errs := make(chan error, 2)
+	ready := make(chan struct{}, 2)
+	for i := range hs {
+		go func() {
+			var once sync.Once
+			errs <- s.alice.ReadEvents(testenv.Context(t), r.ID, client.ReadOptions{Follow: true}, func(e client.Event) error {
+				if e.Log != nil {
+					once.Do(func() { ready <- struct{}{} })
+				}
+				return hs[i].add(e)
+			})
+		}()
+	}
+	for range hs { // both have read "one"
+		select {
+		case <-ready:
+		case err := <-errs:
+			t.Fatalf("a follow ended before the job went on: %v", err)
+		case <-time.After(testenv.Timeout):
+			t.Fatal("the follows did not read the job's first line")
+		}
+	}
+	open()
+	for range hs {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(testenv.Timeout):
+			t.Fatal("a follow did not end with its job")
+		}
+	}
+	want := "status:queued|status:running|stdout:1:one\n|stdout:2:two\n|status:succeeded"
+	for i, h := range hs {
+		if got := strings.Join(h, "|"); got != want {
+			t.Errorf("follow %d: %q, want %q", i, got, want)
+		}
+	}
+}

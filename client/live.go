@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,8 @@ const liveLinger = 5 * time.Second
 
 type liveTag struct {
 	sub   *nats.Subscription
-	runs  map[string]*liveRun // by job ID
-	users int                 // Runs that joined and have not left
+	runs  map[string][]*liveRun // by job ID: a connection may follow a job twice
+	users int                   // Runs that joined and have not left
 	// early holds the events of jobs no Run has claimed, for the Runs
 	// whose submit is under way (waiting): a job's first events may come
 	// before its submit's reply names it. A waiting Run was told the number
@@ -74,7 +75,7 @@ func (x *liveMux) join(c *Conn, tag, owner string) (*liveRun, error) {
 	key := subjects.LiveFilter(tag, owner)
 	lt := x.tags[key]
 	if lt == nil {
-		lt = &liveTag{runs: map[string]*liveRun{}, waiting: map[*liveRun]uint64{}}
+		lt = &liveTag{runs: map[string][]*liveRun{}, waiting: map[*liveRun]uint64{}}
 		sub, err := c.Subscribe(key, func(m *nats.Msg) { x.deliver(lt, m) })
 		if err != nil {
 			return nil, fmt.Errorf("subscribe to live events: %w", err)
@@ -108,11 +109,13 @@ func (x *liveMux) deliver(lt *liveTag, m *nats.Msg) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if r := lt.runs[e.Job]; r != nil {
-		select {
-		case r.msgs <- m:
-		default:
-			r.lost.Store(true)
+	if rs := lt.runs[e.Job]; len(rs) > 0 {
+		for _, r := range rs {
+			select {
+			case r.msgs <- m:
+			default:
+				r.lost.Store(true)
+			}
 		}
 		return
 	}
@@ -138,7 +141,7 @@ func (x *liveMux) claim(r *liveRun, job string) {
 	lt := r.lt
 	delete(lt.waiting, r)
 	if job != "" {
-		lt.runs[job] = r
+		lt.runs[job] = append(lt.runs[job], r)
 	}
 	oldest := lt.next
 	for _, n := range lt.waiting {
@@ -169,7 +172,11 @@ func (x *liveMux) leave(r *liveRun, job string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	lt := r.lt
-	delete(lt.runs, job)
+	if rs := slices.DeleteFunc(lt.runs[job], func(x *liveRun) bool { return x == r }); len(rs) > 0 {
+		lt.runs[job] = rs
+	} else {
+		delete(lt.runs, job)
+	}
 	if lt.users--; lt.users > 0 {
 		return
 	}
