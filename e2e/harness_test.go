@@ -28,7 +28,7 @@ import (
 // Deadlines. They bound waits for things that normally take milliseconds,
 // so that a broken build fails instead of hanging; they are never asserted.
 const (
-	startTimeout   = 30 * time.Second // a process becomes ready
+	startTimeout   = 60 * time.Second // a process becomes ready (a cluster of three under the whole suite took over 30 s once)
 	commandTimeout = 60 * time.Second // one CLI invocation runs to its end
 	jobTimeout     = 30 * time.Second // a job reaches the state waited for
 	stopTimeout    = 10 * time.Second // a process exits after SIGTERM
