@@ -214,24 +214,13 @@ func newLostCheckSite(t *testing.T) *site {
 // runs nothing: the record stays as attempt 1 left it.
 func TestEndedJobDeliveredAgainIsNotRun(t *testing.T) {
 	s := newSite(t, coordinator.Limits{})
-	dir := t.TempDir()
-	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
-
-	other := s.otherAgent(t, r.ID)
-	var request *nats.Msg
-	other.pull(func(m *nats.Msg) error { request = m; return nil })
-	other.status(subjects.StateRunning)
+	r, dir, other, request := s.heldElsewhere(t)
 	other.status(subjects.StateSucceeded)
 	s.waitState(t, r.ID, subjects.StateSucceeded)
 	testenv.Eventually(t, "the coordinator to take the finished job off the queue", func() bool { return !s.queued(t, r.ID) })
 	putBack := func() {
 		t.Helper()
-		m := nats.NewMsg(request.Subject)
-		m.Data = request.Data
-		m.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
-		if _, err := s.env.CoordConn.JS.PublishMsg(testenv.Context(t), m); err != nil {
-			t.Fatal(err)
-		}
+		s.putBack(t, request.Subject, request.Data, request.Header)
 	}
 	skipped := func(mark int) {
 		t.Helper()
@@ -361,13 +350,8 @@ func TestRequestDeliveredAgainWhileItRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := nats.NewMsg(request.Subject)
-	again.Data = request.Data
-	again.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
 	mark := s.env.Logs.Len()
-	if _, err := s.env.CoordConn.JS.PublishMsg(ctx, again); err != nil {
-		t.Fatal(err)
-	}
+	s.putBack(t, request.Subject, request.Data, request.Header)
 	s.env.Logs.Wait(t, mark, "the agent to leave the request delivered again to the run under way", func(e testenv.Entry) bool {
 		return e.Msg == "job delivered again while this agent runs it; left to that run" && e.Attrs["job"] == r.ID
 	})
@@ -388,24 +372,12 @@ func TestRequestDeliveredAgainWhileItRuns(t *testing.T) {
 // unrun when it comes.
 func TestEarlierAttemptsEndIsWaitedFor(t *testing.T) {
 	s := newSite(t, coordinator.Limits{})
-	dir := t.TempDir()
-	r := s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
-
-	other := s.otherAgent(t, r.ID)
-	var request *nats.Msg
-	// Another agent runs attempt 1 and holds its request.
-	other.pull(func(m *nats.Msg) error { request = m; return nil })
-	other.status(subjects.StateRunning)
+	r, dir, other, request := s.heldElsewhere(t)
 	s.waitState(t, r.ID, subjects.StateRunning)
 
 	// A copy of the request, held too, is what the restarted server will
 	// hand over again, as attempt 2.
-	m := nats.NewMsg(request.Subject)
-	m.Data = request.Data
-	m.Header.Set(subjects.HeaderAckWait, request.Header.Get(subjects.HeaderAckWait))
-	if _, err := s.env.CoordConn.JS.PublishMsg(testenv.Context(t), m); err != nil {
-		t.Fatal(err)
-	}
+	s.putBack(t, request.Subject, request.Data, request.Header)
 	var again *nats.Msg
 	other.pull(func(m *nats.Msg) error { again = m; return nil })
 
@@ -462,5 +434,29 @@ func (o otherAgent) status(state subjects.State) {
 	m.Header.Set(subjects.HeaderMsgID, subjects.MsgID(o.job, 1, string(state)))
 	if _, err := o.conn.JS.PublishMsg(testenv.Context(o.t), m); err != nil {
 		o.t.Fatal(err)
+	}
+}
+
+// heldElsewhere submits a job that touches "ran" in its directory, and has
+// another agent take its request, hold it, and store attempt 1 as running.
+func (s *site) heldElsewhere(t *testing.T) (r *subjects.Record, dir string, other otherAgent, request *nats.Msg) {
+	t.Helper()
+	dir = t.TempDir()
+	r = s.submit(t, subjects.JobSpec{Tag: "a", Dir: dir, Command: sh("touch ran")})
+	other = s.otherAgent(t, r.ID)
+	other.pull(func(m *nats.Msg) error { request = m; return nil })
+	other.status(subjects.StateRunning)
+	return r, dir, other, request
+}
+
+// putBack stores a copy of a job request, as a queue that lost track of
+// its delivery would hand it over again.
+func (s *site) putBack(t *testing.T, subject string, data []byte, header nats.Header) {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = data
+	m.Header.Set(subjects.HeaderAckWait, header.Get(subjects.HeaderAckWait))
+	if _, err := s.env.CoordConn.JS.PublishMsg(testenv.Context(t), m); err != nil {
+		t.Fatal(err)
 	}
 }

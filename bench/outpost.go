@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,21 +45,16 @@ func (b *bench) dispatch(ctx context.Context, n int) (started, firstLine []time.
 func (b *bench) dispatchOne(ctx context.Context, tag string) (started, firstLine time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	defer cancel()
-	var (
-		first time.Time
-		stamp int64
-	)
+	var first, stamp time.Time
 	t0 := time.Now()
-	rec, err := b.run(ctx, subjects.JobSpec{Tag: tag, Command: []string{"date", "+%s%N"}}, func(l *client.LogLines) error {
+	rec, err := b.run(ctx, subjects.JobSpec{Tag: tag, Command: clockCommand}, func(l *client.LogLines) error {
 		if !first.IsZero() {
 			return nil
 		}
 		first = time.Now()
 		var perr error
-		if stamp, perr = strconv.ParseInt(strings.TrimSpace(string(l.Data)), 10, 64); perr != nil {
-			return fmt.Errorf("printed %q, not a clock: %w", l.Data, perr)
-		}
-		return nil
+		stamp, perr = clockOf(l.Data)
+		return perr
 	})
 	if err != nil {
 		return 0, 0, err
@@ -68,7 +62,7 @@ func (b *bench) dispatchOne(ctx context.Context, tag string) (started, firstLine
 	if first.IsZero() {
 		return 0, 0, fmt.Errorf("job %s ended without a line", rec.ID)
 	}
-	return time.Unix(0, stamp).Sub(t0), first.Sub(t0), nil
+	return stamp.Sub(t0), first.Sub(t0), nil
 }
 
 // run runs spec as 'outpost run' does (client.Run), handing its lines to

@@ -98,22 +98,34 @@ func rawExec(ctx context.Context, window time.Duration) ([]time.Duration, error)
 	return runs, nil
 }
 
-// rawClock starts the dispatch figure's command, 'date +%s%N', n times,
+// clockCommand prints the clock when it runs: the dispatch figure's job.
+var clockCommand = []string{"date", "+%s%N"}
+
+// clockOf reads the clock clockCommand printed.
+func clockOf(out []byte) (time.Time, error) {
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a clock: %w", out, err)
+	}
+	return time.Unix(0, ns), nil
+}
+
+// rawClock starts the dispatch figure's command, clockCommand, n times,
 // and returns for each the time from the start to the clock it printed:
 // what the command itself adds to a dispatch, before Outpost's share.
 func rawClock(ctx context.Context, n int) ([]time.Duration, error) {
 	runs := make([]time.Duration, 0, n)
 	for range n {
 		t0 := time.Now()
-		out, err := exec.CommandContext(ctx, "date", "+%s%N").Output()
+		out, err := exec.CommandContext(ctx, clockCommand[0], clockCommand[1:]...).Output()
 		if err != nil {
 			return nil, fmt.Errorf("raw exec of date: %w", err)
 		}
-		ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		at, err := clockOf(out)
 		if err != nil {
-			return nil, fmt.Errorf("date printed %q, not a clock: %w", out, err)
+			return nil, fmt.Errorf("raw exec of date: %w", err)
 		}
-		runs = append(runs, time.Unix(0, ns).Sub(t0))
+		runs = append(runs, at.Sub(t0))
 	}
 	return runs, nil
 }

@@ -69,18 +69,15 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 	// (the stored ones' subjects name its tag and owner), replays once more
 	// what came in between, and goes on live: a reader slot is held only
 	// while it replays.
-	var tag, owner string
-	f.onEvent = func(e subjects.Event) { tag, owner = e.Tag, e.Owner }
 	if err := c.replay(ctx, job, 0, false, false, f); err != nil {
 		return err
 	}
-	f.onEvent = nil
 	if f.ended {
 		return f.ord.flush()
 	}
 	var run *liveRun
-	if c.hears(tag, owner) {
-		if r, err := c.live.join(c, tag, owner); err == nil {
+	if c.hears(f.tag, f.owner) {
+		if r, err := c.live.join(c, f.tag, f.owner); err == nil {
 			c.live.claim(r, job)
 			run = r
 			defer c.live.leave(run, job)
@@ -93,23 +90,14 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		return f.ord.flush()
 	}
 	// What was stored between the replay's start and the server taking
-	// the subscription (a flush), neither saw: a replay from the last event
-	// read closes the gap. A reconnect that fails the flush is caught up
-	// on by the live follow.
+	// the subscription (a flush), neither saw: the live follow starts with
+	// a catch-up from the last event read. A reconnect that fails the flush
+	// is caught up on as well.
 	if err := c.FlushTimeout(askTimeout); err != nil && c.IsClosed() {
 		return fmt.Errorf("follow job %s: %w", job, err)
 	}
-	if err := c.replay(ctx, job, f.last+1, false, true, f); err != nil && !errors.Is(err, ErrNoEvents) {
+	if err := c.followLive(ctx, job, run, f, f.last+1); err != nil {
 		return err
-	}
-	if !f.ended {
-		var clean uint64
-		if !f.gap() {
-			clean = f.last // every event up to it was replayed
-		}
-		if err := c.followLive(ctx, job, run, f, clean); err != nil {
-			return err
-		}
 	}
 	return f.ord.flush()
 }
@@ -125,9 +113,7 @@ func (c *Conn) replay(ctx context.Context, job string, from uint64, follow, resu
 		if err != nil {
 			return false, nil
 		}
-		if f.onEvent != nil {
-			f.onEvent(e)
-		}
+		f.tag, f.owner = e.Tag, e.Owner
 		ev, err := decodeEvent(m, e.Kind)
 		if err != nil {
 			return false, nil // not ours to show: the server only stores what the filter allows
@@ -213,9 +199,9 @@ func (c *Conn) Run(ctx context.Context, spec subjects.JobSpec, o RunOptions, fn 
 
 // followLive hands f the job's events that run hears, until f says the
 // job ended, catching up from the stream whenever one may have been
-// missed (see Run). Every event of the job up to stream sequence clean was
-// handed over already.
-func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *follower, clean uint64) error {
+// missed (see Run). With from, it first catches up from that stream
+// sequence: f has the events before it.
+func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *follower, from uint64) error {
 	dropped := func() int {
 		n, _ := run.lt.sub.Dropped()
 		return n
@@ -228,6 +214,12 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 	missed := func() bool {
 		return run.lost.Load() || c.IsClosed() || c.Stats().Reconnects != base.reconnects || dropped() > base.dropped
 	}
+	// clean is the stream sequence up to which every event of the job
+	// came: a loss this connection saw (a drop, a reconnect) came later, so
+	// its catch-up starts after it. A gap in the lines, or an end that does
+	// not add up, may come of a loss it did not see, anywhere: those catch
+	// up from the first event.
+	var clean uint64
 	// catchUp hands over what is stored of the job from stream sequence
 	// from (0: the first) and was not handed over, through a reader, and
 	// the follow goes on live. It replays up to now, not to the job's end:
@@ -244,11 +236,11 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 		}
 		return nil
 	}
-	// clean is the stream sequence up to which every event of the job
-	// came: a loss this connection saw (a drop, a reconnect) came later, so
-	// its catch-up starts after it. A gap in the lines, or an end that does
-	// not add up, may come of a loss it did not see, anywhere: those catch
-	// up from the first event.
+	if from > 0 {
+		if err := catchUp(from); err != nil {
+			return err
+		}
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	heard, quiet := time.Now(), liveQuiet // the last live event (or look at the record), and the wait for the next look
@@ -364,9 +356,8 @@ type follower struct {
 	follow      bool   // a terminal status of the last attempt ends it
 	ended       bool   // and was handed over
 	last        uint64 // the highest stream sequence of an event handed over or held
-	// onEvent, if set, is told the subject of each stored event a replay
-	// reads, before it is handed over.
-	onEvent func(subjects.Event)
+	// tag and owner are those of the job, as a replay's events name them.
+	tag, owner string
 }
 
 func newFollower(follow bool, fn func(Event) error) *follower {
