@@ -545,14 +545,29 @@ func (a *Agent) takeStopLocked(id string) (pendingStop, bool) {
 	return ps, ok
 }
 
-// heartbeat announces the agent on each of its tags.
+// idleBeats is how many of its beats an agent with nothing in hand and
+// nothing new to tell lets pass between announcements. The coordinator
+// pays for every heartbeat of every agent (it crosses accounts into
+// OUTPOST), and most agents of a fleet are idle most of the time.
+const idleBeats = 3
+
+// heartbeat announces the agent on each of its tags: every beatEvery while
+// it holds a job, or when something it tells has changed, and otherwise
+// every idleBeats beats. The coordinator counts a running job's beats, so
+// an agent in work beats on every tick; a reconnect beats at once, so that
+// a restarted server's coordinator learns of the agent without waiting.
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.beatEvery)
 	defer t.Stop()
+	reconnected := a.conn.StatusChanged(nats.CONNECTED)
+	defer a.conn.RemoveStatusListener(reconnected)
+	var last subjects.HeartbeatMsg
+	quiet, now := 0, true
 	for {
 		a.mu.Lock()
 		// Lines before bytes (fields are read in order): see batcher.flush.
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
+			Every: subjects.Duration(idleBeats * a.beatEvery),
 			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups, XKey: a.xkeyPub}
 		if a.cgroups != nil {
 			hb.Cgroups = a.cgroups.version()
@@ -564,14 +579,21 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			hb.Running = append(hb.Running, id)
 		}
 		a.mu.Unlock()
-		b, _ := json.Marshal(hb)
-		for _, tag := range a.tags {
-			if err := a.conn.Publish(subjects.HeartbeatSubject(tag, a.name), b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-				a.log.Debug("heartbeat", "err", err)
+		quiet++
+		if now || quiet >= idleBeats || len(hb.Running) > 0 || len(last.Running) > 0 || hb.Lines != last.Lines || hb.Bytes != last.Bytes {
+			b, _ := json.Marshal(hb)
+			for _, tag := range a.tags {
+				if err := a.conn.Publish(subjects.HeartbeatSubject(tag, a.name), b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+					a.log.Debug("heartbeat", "err", err)
+				}
 			}
+			last, quiet = hb, 0
 		}
 		select {
 		case <-t.C:
+			now = false
+		case <-reconnected:
+			now = true
 		case <-ctx.Done():
 			return
 		}

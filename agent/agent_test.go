@@ -561,3 +561,37 @@ func TestIdlePullSurvivesServerRestart(t *testing.T) {
 	rec := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("echo back")})
 	s.waitState(t, rec.ID, subjects.StateSucceeded)
 }
+
+// An agent beats when it starts and again as soon as it reconnects, and
+// says the longest it lets pass between beats: its idle cadence, which is
+// what the coordinator counts it online by.
+func TestHeartbeats(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, coordinator.Limits{})
+	beats, err := s.env.CoordConn.SubscribeSync(subjects.HeartbeatSubject("a", "agent-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(what string) subjects.HeartbeatMsg {
+		t.Helper()
+		m, err := beats.NextMsg(testenv.Timeout)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		var hb subjects.HeartbeatMsg
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Fatalf("%s: %s: %v", what, m.Data, err)
+		}
+		return hb
+	}
+	// An hour between ticks: every beat the test sees has another cause.
+	conn := s.env.Dial(s.agentCreds)
+	s.env.StartAgent(s.agentCreds, agent.Config{Conn: conn, Heartbeat: time.Hour})
+	if hb := next("the first beat"); hb.Every != subjects.Duration(3*time.Hour) || len(hb.Running) != 0 {
+		t.Errorf("first beat: every %v, running %v; want 3h and nothing", time.Duration(hb.Every), hb.Running)
+	}
+	if err := conn.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	next("a beat on reconnecting")
+}

@@ -14,9 +14,17 @@ import (
 	"github.com/outpost-run/outpost/subjects"
 )
 
-// onlineFor is how long after its last heartbeat an agent counts as online:
-// three of its 5 s beats.
+// onlineFor is how long after its last heartbeat an agent counts as online,
+// at least: three of a working agent's 5 s beats. An idle agent beats less
+// often (its heartbeat says how often at most), and counts as online for
+// two of its beats, so that one lost beat does not take it off the list.
 const onlineFor = 15 * time.Second
+
+// online reports whether an agent whose last heartbeat was hb, seen at
+// seen, still counts as online.
+func online(hb subjects.HeartbeatMsg, seen time.Time) bool {
+	return time.Since(seen) <= max(onlineFor, 2*time.Duration(hb.Every))
+}
 
 // fleet is what the agents' heartbeats say: who is online, on which tags,
 // and how busy. It is telemetry, rebuilt within one beat after a restart,
@@ -89,7 +97,7 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	type counts struct{ idle, busy int }
 	byTag := map[string]*counts{}
 	for name, hb := range f.agents {
-		if time.Since(f.seen[name]) > onlineFor {
+		if !online(hb, f.seen[name]) {
 			delete(f.agents, name)
 			delete(f.seen, name)
 			continue
@@ -121,7 +129,7 @@ func (f *fleet) keys(tag string) []subjects.AgentKey {
 	defer f.mu.Unlock()
 	out := []subjects.AgentKey{}
 	for name, hb := range f.agents {
-		if time.Since(f.seen[name]) <= onlineFor && hb.XKey != "" && slices.Contains(hb.Tags, tag) {
+		if online(hb, f.seen[name]) && hb.XKey != "" && slices.Contains(hb.Tags, tag) {
 			out = append(out, subjects.AgentKey{Name: name, XKey: hb.XKey})
 		}
 	}

@@ -325,6 +325,10 @@ type HeartbeatMsg struct {
 	Slots   int       `json:"slots"`
 	Running []string  `json:"running,omitempty"`
 	At      time.Time `json:"at"`
+	// Every is the longest the agent lets pass between its beats: it
+	// beats more often while it holds a job or has news. Zero (agents
+	// before it was added) means 5s.
+	Every Duration `json:"every,omitempty"`
 	// Lines and Bytes count the log lines and bytes this agent process has
 	// published since it started.
 	Lines uint64 `json:"lines"`

@@ -20,8 +20,8 @@ func agentsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agents --tag TAG",
 		Short: "List the online agents of a tag and the keys secrets are sealed to",
-		Long: `agents lists the agents of --tag whose heartbeats the coordinator heard in
-the last few seconds, with the public curve key (XKey) each announced. A job's
+		Long: `agents lists the agents of --tag whose heartbeats the coordinator heard
+lately (an idle agent beats every 15 s, and counts for 30 s), with the public curve key (XKey) each announced. A job's
 --secret values are sealed to exactly these agents: one that comes later, or
 restarts, cannot run that job.`,
 		Args: cobra.NoArgs,
