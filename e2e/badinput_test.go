@@ -126,6 +126,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"agent without creds", []string{"agent", "--server", c.url}, "--creds is required"},
 		{"agent with missing creds", []string{"agent", "--server", c.url, "--creds", "/nope"}, "creds file /nope does not exist"},
+		{"agent with a negative --gomaxprocs", []string{"agent", "--server", c.url, "--creds", c.creds("admin"), "--gomaxprocs", "-1"}, "--gomaxprocs -1: want 1 or more"},
 		{"agent with admin creds", []string{"agent", "--server", c.url, "--creds", c.creds("admin")}, `is for role "admin", not agent`},
 		{"coordinator with a bad listen address", []string{"coordinator", "run", "--data", t.TempDir(), "--listen", "nonsense"}, `listen address "nonsense"`},
 		{"coordinator with a busy port", []string{"coordinator", "run", "--data", t.TempDir(), "--listen", strings.TrimPrefix(c.url, "nats://")}, "cannot listen on"},

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -44,6 +45,7 @@ func root() *cobra.Command {
 		verbose     bool
 		cgroups     agent.CgroupOptions
 		runAs       string
+		procs       int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --creds FILE",
@@ -60,6 +62,21 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 				level = slog.LevelDebug
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if procs < 0 {
+				return fmt.Errorf("--gomaxprocs %d: want 1 or more, or 0 for the default", procs)
+			}
+			// The agent's own work is a chain of small hand-offs (a pipe
+			// read, a batch, a publish, an ack), each of which, with more
+			// than one P, wakes a parked thread on another core. On one P a
+			// hand-off is a run queue push: the bench's agents spent 13 %
+			// less CPU per trivial job, and moved more log lines a second.
+			// Jobs are processes of their own, and unaffected.
+			if procs == 0 && os.Getenv("GOMAXPROCS") == "" {
+				procs = 1
+			}
+			if procs > 0 {
+				runtime.GOMAXPROCS(procs)
+			}
 			if conn.Creds == "" {
 				return errors.New("--creds is required (or set OUTPOST_CREDS): the agent's creds file")
 			}
@@ -129,6 +146,7 @@ out. Issue its creds with 'outpost admin agent add NAME --tag TAG'.`,
 	f.StringVar(&runAs, "run-as", "", "run jobs as this user (its uid, gid and HOME), who must not be able to read --creds")
 	f.BoolVar(&cgroups.Disabled, "no-cgroups", false, "run jobs without cgroups; jobs that ask for limits go back to the queue")
 	f.StringVar(&cgroups.Parent, "cgroup-parent", "", "cgroup to make the agent's job cgroups under, such as /outpost (default: the agent's own)")
+	f.IntVar(&procs, "gomaxprocs", 0, "threads that run the agent's own Go code at once, not its jobs' (default 1, or $GOMAXPROCS)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
