@@ -20,10 +20,15 @@ import (
 // two of its beats, so that one lost beat does not take it off the list.
 const onlineFor = 15 * time.Second
 
+// longestBeat bounds the gap between beats an agent may announce, so that
+// one that says it beats once a year is not listed for two years after it
+// died.
+const longestBeat = 5 * time.Minute
+
 // online reports whether an agent whose last heartbeat was hb, seen at
 // seen, still counts as online.
 func online(hb subjects.HeartbeatMsg, seen time.Time) bool {
-	return time.Since(seen) <= max(onlineFor, 2*time.Duration(hb.Every))
+	return time.Since(seen) <= max(onlineFor, 2*min(time.Duration(hb.Every), longestBeat))
 }
 
 // fleet is what the agents' heartbeats say: who is online, on which tags,
