@@ -553,21 +553,20 @@ const idleBeats = 3
 
 // heartbeat announces the agent on each of its tags: every beatEvery while
 // it holds a job, or when something it tells has changed, and otherwise
-// every idleBeats beats. The coordinator counts a running job's beats, so
-// an agent in work beats on every tick; a reconnect beats at once, so that
-// a restarted server's coordinator learns of the agent without waiting.
+// every idleBeats beats (beatDue). It beats at once when it starts and when
+// it reconnects, and again on the next tick after a reconnect: the
+// coordinator of a restarted server may not listen yet.
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.beatEvery)
 	defer t.Stop()
 	reconnected := a.conn.StatusChanged(nats.CONNECTED)
 	defer a.conn.RemoveStatusListener(reconnected)
 	var last subjects.HeartbeatMsg
-	quiet, now := 0, true
+	quiet, forced := 0, 1
 	for {
 		a.mu.Lock()
 		// Lines before bytes (fields are read in order): see batcher.flush.
 		hb := subjects.HeartbeatMsg{Agent: a.name, Tags: a.tags, Slots: cap(a.slots), At: time.Now().UTC(),
-			Every: subjects.Duration(idleBeats * a.beatEvery),
 			Lines: a.stats.lines.Load(), Bytes: a.stats.bytes.Load(), NoCgroups: a.noCgroups, XKey: a.xkeyPub}
 		if a.cgroups != nil {
 			hb.Cgroups = a.cgroups.version()
@@ -579,25 +578,39 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			hb.Running = append(hb.Running, id)
 		}
 		a.mu.Unlock()
+		hb.Every = subjects.Duration(idleBeats * a.beatEvery)
+		if len(hb.Running) > 0 {
+			hb.Every = subjects.Duration(a.beatEvery)
+		}
 		quiet++
-		if now || quiet >= idleBeats || len(hb.Running) > 0 || len(last.Running) > 0 || hb.Lines != last.Lines || hb.Bytes != last.Bytes {
+		if forced > 0 || beatDue(hb, last, quiet) {
 			b, _ := json.Marshal(hb)
 			for _, tag := range a.tags {
 				if err := a.conn.Publish(subjects.HeartbeatSubject(tag, a.name), b); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 					a.log.Debug("heartbeat", "err", err)
 				}
 			}
-			last, quiet = hb, 0
+			last, quiet, forced = hb, 0, max(forced-1, 0)
 		}
 		select {
 		case <-t.C:
-			now = false
 		case <-reconnected:
-			now = true
+			forced = 2
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// beatDue reports whether a tick's heartbeat hb goes out, given the last
+// one sent and the ticks since it (this one counted). The coordinator
+// counts the beats of an agent that holds a job, so such an agent beats on
+// every tick, as it does once it has let go of its last one, or when its
+// log totals moved; an idle agent with nothing new beats every idleBeats
+// ticks. Its At, which always moves, is no news.
+func beatDue(hb, last subjects.HeartbeatMsg, quiet int) bool {
+	return quiet >= idleBeats || len(hb.Running) > 0 || len(last.Running) > 0 ||
+		hb.Lines != last.Lines || hb.Bytes != last.Bytes
 }
 
 // hold marks a job as in hand until the returned func is called.

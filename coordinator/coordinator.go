@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
-	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics)
+	c.m, c.fleet = newMetrics(cfg.Metrics), newFleet(cfg.Metrics, silentAfter(c.limits.AckWait))
 	c.timed.Store(1) // unknown until the first sweep
 	cfg.Metrics.MustRegister(newQueueCollector(c.js, &c.tags))
 	if err := c.publishAccounts(ctx); err != nil {

@@ -32,12 +32,16 @@ func online(hb subjects.HeartbeatMsg, seen time.Time) bool {
 }
 
 // fleet is what the agents' heartbeats say: who is online, on which tags,
-// and how busy. It is telemetry, rebuilt within one beat after a restart,
-// never a record of anything.
+// and how busy. It is telemetry, rebuilt within one beat after a restart
+// (15 s for an idle agent), never a record of anything.
 type fleet struct {
 	mu     sync.Mutex
 	agents map[string]subjects.HeartbeatMsg
 	seen   map[string]time.Time
+	// keep is how long an agent's last heartbeat is kept after it went
+	// offline: the lost-job check judges a silent agent by it, over a
+	// longer time than the online window.
+	keep time.Duration
 
 	// lines and bytes are the agents' log output so far, counted here
 	// and shown together, under mu: a scrape never sees a heartbeat's
@@ -46,9 +50,9 @@ type fleet struct {
 	online, linesD, bytesD *prometheus.Desc
 }
 
-func newFleet(reg prometheus.Registerer) *fleet {
+func newFleet(reg prometheus.Registerer, keep time.Duration) *fleet {
 	f := &fleet{
-		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{},
+		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{}, keep: keep,
 		online: prometheus.NewDesc("outpost_agents", "Agents online, by tag and state (idle or busy).", []string{"tag", "state"}, nil),
 		linesD: prometheus.NewDesc("outpost_log_lines_total", "Log lines the agents published, as their heartbeats report.", nil, nil),
 		bytesD: prometheus.NewDesc("outpost_log_bytes_total", "Log bytes the agents published, as their heartbeats report.", nil, nil),
@@ -103,8 +107,10 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	byTag := map[string]*counts{}
 	for name, hb := range f.agents {
 		if !online(hb, f.seen[name]) {
-			delete(f.agents, name)
-			delete(f.seen, name)
+			if time.Since(f.seen[name]) > max(f.keep, 2*longestBeat) {
+				delete(f.agents, name)
+				delete(f.seen, name)
+			}
 			continue
 		}
 		for _, t := range hb.Tags {

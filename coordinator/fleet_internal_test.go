@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outpost-run/outpost/subjects"
 )
 
@@ -26,5 +28,30 @@ func TestOnline(t *testing.T) {
 		if got := online(hb, time.Now().Add(-c.ago)); got != c.want {
 			t.Errorf("every %v, last beat %v ago: online %v, want %v", c.every, c.ago, got, c.want)
 		}
+	}
+}
+
+// A scrape leaves out an agent past its online window, but keeps its last
+// heartbeat for the lost-job check, which judges silence over longer.
+func TestScrapeKeepsOfflineAgentsForTheLostJobCheck(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFleet(reg, time.Hour)
+	hb := subjects.HeartbeatMsg{Agent: "agent-a", Tags: []string{"a"}, Running: []string{"j1"}, Every: subjects.Duration(5 * time.Second)}
+	f.agents["agent-a"], f.seen["agent-a"] = hb, time.Now().Add(-time.Minute)
+	f.agents["agent-b"], f.seen["agent-b"] = hb, time.Now().Add(-2*time.Hour)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "outpost_agents" {
+			t.Errorf("%d agents series for agents offline, want none", len(mf.GetMetric()))
+		}
+	}
+	if _, _, known := f.last("agent-a"); !known {
+		t.Error("a scrape forgot an agent silent for a minute, which the lost-job check still judges by")
+	}
+	if _, _, known := f.last("agent-b"); known {
+		t.Error("an agent silent for longer than the fleet keeps it is still known")
 	}
 }

@@ -38,7 +38,7 @@ const lostBeats = 3
 func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	l := lost{c: c, start: time.Now(), missFor: c.limits.AckWait * 3 / 2, silentFor: 2*c.limits.AckWait + onlineFor,
+	l := lost{c: c, start: time.Now(), missFor: c.limits.AckWait * 3 / 2, silentFor: silentAfter(c.limits.AckWait),
 		missed: map[string]*missed{}, queued: map[string]time.Time{}}
 	var synced time.Time
 	for {
@@ -60,6 +60,10 @@ func (c *Coordinator) watchLost(ctx context.Context, every time.Duration) {
 		l.stuck(ctx)
 	}
 }
+
+// silentAfter is how long the agent of a running job may be silent before
+// the job is taken for lost.
+func silentAfter(ackWait time.Duration) time.Duration { return 2*ackWait + onlineFor }
 
 // activeSync is how often the lost-job check reads the whole jobs bucket
 // again rather than trust the coordinator's own view of it.
