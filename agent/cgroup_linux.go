@@ -321,11 +321,15 @@ func (j *v1Job) reset(limits *subjects.Limits) error {
 
 // zero starts the counters a run reports from zero, for the next run of an
 // emptied cgroup, and returns its count of OOM kills so far, which the
-// kernel cannot reset: the next run counts only its own.
+// kernel cannot reset: the next run counts only its own. It also lifts a
+// CPU quota: one the last run spent would hold the next run's starting
+// thread, and with it the agent (which runs on one P), until the period
+// ends; a run that wants a quota sets it afresh, which refills it.
 func (j *v1Job) zero() (oomBase uint64, err error) {
 	err = errors.Join(
 		j.files.write(filepath.Join(j.dirs[cgroup1.Memory], "memory.max_usage_in_bytes"), "0"),
-		j.files.write(filepath.Join(j.dirs[cgroup1.Cpuacct], "cpuacct.usage"), "0"))
+		j.files.write(filepath.Join(j.dirs[cgroup1.Cpuacct], "cpuacct.usage"), "0"),
+		j.files.set(filepath.Join(j.dirs[cgroup1.Cpu], "cpu.cfs_quota_us"), "-1"))
 	if err != nil {
 		return 0, fmt.Errorf("reset the counters of cgroup %s: %w", j.slot, err)
 	}

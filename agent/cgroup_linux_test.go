@@ -200,6 +200,11 @@ func TestCgroupV1ReuseSetsLimits(t *testing.T) {
 	if _, err := j.remove(); err != nil {
 		t.Fatal(err)
 	}
+	// Lifted as soon as it is kept: a quota the run spent would hold the
+	// next run's starting thread until the period ends.
+	if got := read(j, cgroup1.Cpu, "cpu.cfs_quota_us"); got != "-1" {
+		t.Errorf("cpu.cfs_quota_us of a kept cgroup: %s, want -1", got)
+	}
 	cg, err = g.create("three", nil)
 	if err != nil {
 		t.Fatal(err)
