@@ -23,9 +23,8 @@ func agentsCmd(g *globals) *cobra.Command {
 		Long: `agents lists the agents of --tag whose heartbeats the coordinator heard
 lately (an idle agent beats every 15 s and is listed for 30 s after its last
 beat; a busy one every 5 s, listed for 15 s), with the public curve key (XKey)
-each announced. A job's
---secret values are sealed to exactly these agents: one that comes later, or
-restarts, cannot run that job.`,
+each announced. A job's --secret values are sealed to exactly these agents:
+one that comes later, or restarts, cannot run that job.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.api(cmd.Context(), func(ctx context.Context, c *client.Conn) error {
