@@ -568,11 +568,28 @@ func TestIdlePullSurvivesServerRestart(t *testing.T) {
 func TestHeartbeats(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, coordinator.Limits{})
+	next := s.heartbeats(t)
+	// An hour between ticks: every beat the test sees has another cause.
+	conn := s.env.Dial(s.agentCreds)
+	s.env.StartAgent(s.agentCreds, agent.Config{Conn: conn, Heartbeat: time.Hour})
+	if hb := next("the first beat"); hb.Every != subjects.Duration(3*time.Hour) || len(hb.Running) != 0 {
+		t.Errorf("first beat: every %v, running %v; want 3h and nothing", time.Duration(hb.Every), hb.Running)
+	}
+	if err := conn.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	next("a beat on reconnecting")
+}
+
+// heartbeats listens to agent-a's heartbeats from now on; next waits for
+// the next one, what it is waited for naming it in a failure.
+func (s *site) heartbeats(t *testing.T) (next func(what string) subjects.HeartbeatMsg) {
+	t.Helper()
 	beats, err := s.env.CoordConn.SubscribeSync(subjects.HeartbeatSubject("a", "agent-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func(what string) subjects.HeartbeatMsg {
+	return func(what string) subjects.HeartbeatMsg {
 		t.Helper()
 		m, err := beats.NextMsg(testenv.Timeout)
 		if err != nil {
@@ -584,14 +601,4 @@ func TestHeartbeats(t *testing.T) {
 		}
 		return hb
 	}
-	// An hour between ticks: every beat the test sees has another cause.
-	conn := s.env.Dial(s.agentCreds)
-	s.env.StartAgent(s.agentCreds, agent.Config{Conn: conn, Heartbeat: time.Hour})
-	if hb := next("the first beat"); hb.Every != subjects.Duration(3*time.Hour) || len(hb.Running) != 0 {
-		t.Errorf("first beat: every %v, running %v; want 3h and nothing", time.Duration(hb.Every), hb.Running)
-	}
-	if err := conn.ForceReconnect(); err != nil {
-		t.Fatal(err)
-	}
-	next("a beat on reconnecting")
 }

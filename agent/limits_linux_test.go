@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -149,18 +148,10 @@ func TestStopKillsProcessesThatLeftTheGroup(t *testing.T) {
 func TestAgentWithoutCgroupsRefusesLimits(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, coordinator.Limits{})
-	beats, err := s.env.CoordConn.SubscribeSync(subjects.HeartbeatSubject("a", "agent-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	next := s.heartbeats(t)
 	s.env.StartAgent(s.agentCreds, agent.Config{Cgroups: agent.CgroupOptions{Disabled: true}})
-	m, err := beats.NextMsg(testenv.Timeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hb subjects.HeartbeatMsg
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Cgroups != "" || !strings.Contains(hb.NoCgroups, "--no-cgroups") {
-		t.Errorf("heartbeat %s (%v): want no cgroups, and why", m.Data, err)
+	if hb := next("the first beat"); hb.Cgroups != "" || !strings.Contains(hb.NoCgroups, "--no-cgroups") {
+		t.Errorf("heartbeat %+v: want no cgroups, and why", hb)
 	}
 
 	plain := s.submit(t, subjects.JobSpec{Tag: "a", Command: sh("head -c 1000000 /dev/zero | wc -c")})

@@ -247,13 +247,10 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 	gapped := 0                           // ticks a gap in the lines has lasted
 	for !f.ended {
 		select {
-		case m := <-run.msgs:
-			e, err := subjects.ParseLive(m.Subject)
-			if err != nil {
-				continue
-			}
+		case le := <-run.msgs:
+			m := le.m
 			heard, quiet = time.Now(), liveQuiet
-			ev, err := decodeEvent(m, e.Kind)
+			ev, err := decodeEvent(m, le.kind)
 			if err != nil {
 				continue
 			}

@@ -30,6 +30,7 @@ type liveMux struct {
 const liveLinger = 5 * time.Second
 
 type liveTag struct {
+	key   string // its subject filter, its name in liveMux.tags
 	sub   *nats.Subscription
 	runs  map[string][]*liveRun // by job ID: a connection may follow a job twice
 	users int                   // Runs that joined and have not left
@@ -48,7 +49,14 @@ type liveTag struct {
 type earlyEvent struct {
 	n   uint64
 	job string
-	m   *nats.Msg
+	ev  liveEvent
+}
+
+// liveEvent is a live event as the subscription heard it, with the kind
+// its subject named, which deliver parsed already.
+type liveEvent struct {
+	m    *nats.Msg
+	kind subjects.EventKind
 }
 
 // earlyMaxBytes bounds what early holds; past it, or liveQueue events, the
@@ -59,10 +67,9 @@ const earlyMaxBytes = 8 << 20
 // came, and whether one was dropped on the way; and what the connection
 // had lost when it joined (reconnects, the subscription's drops).
 type liveRun struct {
-	msgs       chan *nats.Msg
+	msgs       chan liveEvent
 	lost       atomic.Bool
 	lt         *liveTag
-	key        string
 	reconnects uint64
 	dropped    int
 }
@@ -75,7 +82,7 @@ func (x *liveMux) join(c *Conn, tag, owner string) (*liveRun, error) {
 	key := subjects.LiveFilter(tag, owner)
 	lt := x.tags[key]
 	if lt == nil {
-		lt = &liveTag{runs: map[string][]*liveRun{}, waiting: map[*liveRun]uint64{}}
+		lt = &liveTag{key: key, runs: map[string][]*liveRun{}, waiting: map[*liveRun]uint64{}}
 		sub, err := c.Subscribe(key, func(m *nats.Msg) { x.deliver(lt, m) })
 		if err != nil {
 			return nil, fmt.Errorf("subscribe to live events: %w", err)
@@ -94,7 +101,7 @@ func (x *liveMux) join(c *Conn, tag, owner string) (*liveRun, error) {
 		lt.linger = nil
 	}
 	lt.users++
-	r := &liveRun{msgs: make(chan *nats.Msg, liveQueue), lt: lt, key: key, reconnects: c.Stats().Reconnects}
+	r := &liveRun{msgs: make(chan liveEvent, liveQueue), lt: lt, reconnects: c.Stats().Reconnects}
 	r.dropped, _ = lt.sub.Dropped()
 	lt.waiting[r] = lt.next
 	return r, nil
@@ -107,12 +114,13 @@ func (x *liveMux) deliver(lt *liveTag, m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	ev := liveEvent{m, e.Kind}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if rs := lt.runs[e.Job]; len(rs) > 0 {
 		for _, r := range rs {
 			select {
-			case r.msgs <- m:
+			case r.msgs <- ev:
 			default:
 				r.lost.Store(true)
 			}
@@ -128,7 +136,7 @@ func (x *liveMux) deliver(lt *liveTag, m *nats.Msg) {
 		}
 		return
 	}
-	lt.early = append(lt.early, earlyEvent{lt.next, e.Job, m})
+	lt.early = append(lt.early, earlyEvent{lt.next, e.Job, ev})
 	lt.earlyBytes += len(m.Data)
 	lt.next++
 }
@@ -153,13 +161,13 @@ func (x *liveMux) claim(r *liveRun, job string) {
 		switch {
 		case e.job == job:
 			select {
-			case r.msgs <- e.m:
+			case r.msgs <- e.ev:
 			default:
 				r.lost.Store(true)
 			}
 		case e.n >= oldest:
 			kept = append(kept, e)
-			lt.earlyBytes += len(e.m.Data)
+			lt.earlyBytes += len(e.ev.m.Data)
 		}
 	}
 	clear(lt.early[len(kept):])
@@ -183,9 +191,9 @@ func (x *liveMux) leave(r *liveRun, job string) {
 	lt.linger = time.AfterFunc(liveLinger, func() {
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		if lt.users == 0 && x.tags[r.key] == lt {
+		if lt.users == 0 && x.tags[lt.key] == lt {
 			_ = lt.sub.Unsubscribe()
-			delete(x.tags, r.key)
+			delete(x.tags, lt.key)
 		}
 	})
 }

@@ -40,7 +40,7 @@ type fleet struct {
 	seen   map[string]time.Time
 	// keep is how long an agent's last heartbeat is kept after it went
 	// offline: the lost-job check judges a silent agent by it, over a
-	// longer time than the online window.
+	// longer time than the online window, which it outlasts.
 	keep time.Duration
 
 	// lines and bytes are the agents' log output so far, counted here
@@ -52,7 +52,7 @@ type fleet struct {
 
 func newFleet(reg prometheus.Registerer, keep time.Duration) *fleet {
 	f := &fleet{
-		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{}, keep: keep,
+		agents: map[string]subjects.HeartbeatMsg{}, seen: map[string]time.Time{}, keep: max(keep, 2*longestBeat),
 		online: prometheus.NewDesc("outpost_agents", "Agents online, by tag and state (idle or busy).", []string{"tag", "state"}, nil),
 		linesD: prometheus.NewDesc("outpost_log_lines_total", "Log lines the agents published, as their heartbeats report.", nil, nil),
 		bytesD: prometheus.NewDesc("outpost_log_bytes_total", "Log bytes the agents published, as their heartbeats report.", nil, nil),
@@ -107,7 +107,7 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 	byTag := map[string]*counts{}
 	for name, hb := range f.agents {
 		if !online(hb, f.seen[name]) {
-			if time.Since(f.seen[name]) > max(f.keep, 2*longestBeat) {
+			if time.Since(f.seen[name]) > f.keep {
 				delete(f.agents, name)
 				delete(f.seen, name)
 			}

@@ -206,11 +206,6 @@ func LiveSubject(tag, owner, id string, kind EventKind) string {
 // of which may be "*".
 func LiveFilter(tag, owner string) string { return LivePrefix + "." + tag + "." + owner + ".>" }
 
-// LiveJob matches the live copies of one job's events.
-func LiveJob(tag, owner, id string) string {
-	return LivePrefix + "." + tag + "." + owner + "." + id + ".*"
-}
-
 // ControlSubject is the subject on which the coordinator tells the agents of tag
 // to act on a job (stop it).
 func ControlSubject(tag, id string) string { return ControlPrefix + "." + tag + "." + id }
