@@ -59,36 +59,31 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 		return err
 	}
 	f := newFollower(o.Follow, fn)
-	if !o.Follow {
-		if err := c.replay(ctx, job, 0, false, false, f); err != nil {
-			return err
-		}
-		return f.ord.flush()
+	if err := c.readEvents(ctx, job, f); err != nil {
+		return err
 	}
+	// Lines a gap held back go out at the end, gaps and all.
+	return f.ord.flush()
+}
+
+// readEvents is ReadEvents, but for the lines held back at its end.
+func (c *Conn) readEvents(ctx context.Context, job string, f *follower) error {
 	// A follow replays what is stored, then hears the job's live events
 	// (the stored ones' subjects name its tag and owner), replays once more
 	// what came in between, and goes on live: a reader slot is held only
 	// while it replays.
-	if err := c.replay(ctx, job, 0, false, false, f); err != nil {
+	if err := c.replay(ctx, job, 0, false, false, f); err != nil || !f.follow || f.ended {
 		return err
 	}
-	if f.ended {
-		return f.ord.flush()
+	if !c.hears(f.tag, f.owner) {
+		return c.replayFollow(ctx, job, f)
 	}
-	var run *liveRun
-	if c.hears(f.tag, f.owner) {
-		if r, err := c.live.join(c, f.tag, f.owner); err == nil {
-			c.live.claim(r, job)
-			run = r
-			defer c.live.leave(run, job)
-		}
+	run, err := c.live.join(c, f.tag, f.owner)
+	if err != nil {
+		return c.replayFollow(ctx, job, f)
 	}
-	if run == nil {
-		if err := c.replay(ctx, job, f.last+1, true, false, f); err != nil && !errors.Is(err, ErrNoEvents) {
-			return err
-		}
-		return f.ord.flush()
-	}
+	c.live.claim(run, job)
+	defer c.live.leave(run, job)
 	// What was stored between the replay's start and the server taking
 	// the subscription (a flush), neither saw: the live follow starts with
 	// a catch-up from the last event read. A reconnect that fails the flush
@@ -96,10 +91,17 @@ func (c *Conn) ReadEvents(ctx context.Context, job string, o ReadOptions, fn fun
 	if err := c.FlushTimeout(askTimeout); err != nil && c.IsClosed() {
 		return fmt.Errorf("follow job %s: %w", job, err)
 	}
-	if err := c.followLive(ctx, job, run, f, f.last+1); err != nil {
+	return c.followLive(ctx, job, run, f, f.last+1)
+}
+
+// replayFollow follows the rest of a job through its reader alone, from
+// the event after the last f had: for a follow that cannot hear the job
+// live.
+func (c *Conn) replayFollow(ctx context.Context, job string, f *follower) error {
+	if err := c.replay(ctx, job, f.last+1, true, false, f); err != nil && !errors.Is(err, ErrNoEvents) {
 		return err
 	}
-	return f.ord.flush()
+	return nil
 }
 
 // replay hands f a job's stored events from stream sequence from (0: the
@@ -122,7 +124,8 @@ func (c *Conn) replay(ctx context.Context, job string, from uint64, follow, resu
 		if meta, err := m.Metadata(); err == nil {
 			seq = meta.Sequence.Stream
 		}
-		return f.event(ev, seq)
+		err = f.event(ev, seq)
+		return f.ended, err
 	})
 	if errors.Is(err, ErrNoEvents) {
 		return fmt.Errorf("job %s: %w visible to %s (wrong ID, another user's job, or expired)", job, ErrNoEvents, c.Identity.Name)
@@ -272,7 +275,7 @@ func (c *Conn) followLive(ctx context.Context, job string, run *liveRun, f *foll
 				}
 			}
 			seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-			if _, err := f.event(ev, seq); err != nil {
+			if err := f.event(ev, seq); err != nil {
 				return err
 			}
 		case <-tick.C:
@@ -362,17 +365,17 @@ func newFollower(follow bool, fn func(Event) error) *follower {
 		ord: reorder{fn: fn, next: map[int]int{}, held: map[int][]*LogLines{}}}
 }
 
-// event hands over ev, stored at stream sequence seq (zero if unknown),
-// and reports whether it ends the follow.
-func (f *follower) event(ev Event, seq uint64) (last bool, err error) {
+// event hands over ev, stored at stream sequence seq (zero if unknown);
+// f.ended says whether it ended the follow.
+func (f *follower) event(ev Event, seq uint64) error {
 	f.last = max(f.last, seq)
 	if ev.Log != nil {
-		return false, f.ord.add(ev.Log)
+		return f.ord.add(ev.Log)
 	}
 	s := ev.Status
 	if seq != 0 {
 		if f.statuses[seq] {
-			return false, nil
+			return nil
 		}
 		f.statuses[seq] = true
 	}
@@ -381,14 +384,14 @@ func (f *follower) event(ev Event, seq uint64) (last bool, err error) {
 		// Lines of an attempt all precede its terminal status; release any
 		// held back by a gap before the status is shown.
 		if err := f.ord.flush(); err != nil {
-			return false, err
+			return err
 		}
 	}
 	if err := f.fn(ev); err != nil {
-		return false, err
+		return err
 	}
 	f.ended = f.follow && s.State.Terminal() && s.Attempt >= f.lastAttempt
-	return f.ended, nil
+	return nil
 }
 
 // gap says whether lines are held back for want of an earlier one.

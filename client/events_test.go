@@ -247,14 +247,9 @@ func TestConcurrentReadsOfOneJob(t *testing.T) {
 // Follow hands over lines as the job prints them and ends with the job.
 func TestReadEventsFollow(t *testing.T) {
 	s := newSite(t)
-	s.env.StartAgent(s.agentCredsA, agent.Config{})
-	spec, open := gated(t, "echo two >&2; exit 4")
-	r, err := s.alice.Submit(testenv.Context(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, open := s.submitGated(t, "echo two >&2; exit 4")
 	var h history
-	err = s.alice.ReadEvents(testenv.Context(t), r.ID, client.ReadOptions{Follow: true}, func(e client.Event) error {
+	err := s.alice.ReadEvents(testenv.Context(t), id, client.ReadOptions{Follow: true}, func(e client.Event) error {
 		if e.Log != nil && string(e.Log.Data) == "one\n" {
 			open() // only now may the job go on: the line came live
 		}
@@ -289,6 +284,18 @@ func gated(t *testing.T, rest string) (spec subjects.JobSpec, open func()) {
 				}
 			})
 		}
+}
+
+// submitGated starts an agent of tag a and submits a gated job as alice.
+func (s *site) submitGated(t *testing.T, rest string) (id string, open func()) {
+	t.Helper()
+	s.env.StartAgent(s.agentCredsA, agent.Config{})
+	spec, open := gated(t, rest)
+	r, err := s.alice.Submit(testenv.Context(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ID, open
 }
 
 func readers(t *testing.T, s *site) []string {
@@ -588,19 +595,14 @@ func TestConcurrentRunsShareALiveSubscription(t *testing.T) {
 // its live subscription, and each gets every event.
 func TestTwoFollowsOfOneJob(t *testing.T) {
 	s := newSite(t)
-	s.env.StartAgent(s.agentCredsA, agent.Config{})
-	spec, open := gated(t, "echo two")
-	r, err := s.alice.Submit(testenv.Context(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, open := s.submitGated(t, "echo two")
 	hs := make([]history, 2)
 	errs := make(chan error, 2)
 	ready := make(chan struct{}, 2)
 	for i := range hs {
 		go func() {
 			var once sync.Once
-			errs <- s.alice.ReadEvents(testenv.Context(t), r.ID, client.ReadOptions{Follow: true}, func(e client.Event) error {
+			errs <- s.alice.ReadEvents(testenv.Context(t), id, client.ReadOptions{Follow: true}, func(e client.Event) error {
 				if e.Log != nil {
 					once.Do(func() { ready <- struct{}{} })
 				}
